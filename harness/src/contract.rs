@@ -1,0 +1,550 @@
+//! The API contract of SEMANTICS.md section 4, as the in-tree callers keep it. A program
+//! that keeps it is *realistic*; one that breaks it is *adversarial*, and what an
+//! implementation does with it is hardening, never a bug.
+//!
+//! `ContractState` follows a program step by step. The generator asks it what is allowed;
+//! `violations` replays a whole program and lists what it breaks. One set of rules serves
+//! both, so generated realistic programs are realistic by construction.
+//!
+//! The rules, per CPU (each CPU runs one task):
+//! * Lazy sections, pauses, page-table locks and interrupts nest LIFO and are all closed
+//!   by the end of the program. A disable closes a section, a resume a pause, an unlock its
+//!   lock, an irq_exit its interrupt.
+//! * `enable_with_ptes` passes a range inside one table (`start < end <= 256`) and the
+//!   matching `ptep`; for a user mm the caller holds that table's page-table lock.
+//! * A page-table operation (anything but `ptep_get_lockless` and hardware access) on a
+//!   user mm holds the table's lock. On init_mm it holds the lock, or the PTE is in the
+//!   CPU's own active range, or nobody else holds the lock and no other CPU's active range
+//!   covers it (the caller owns that kernel mapping). In interrupt context only init_mm
+//!   PTEs outside the interrupted task's range are touched, and no lock is taken.
+//! * `set_pte`, `set_ptes` and `pte_clear` only store over entries that are invalid (in
+//!   eager terms), with values a kernel stores (never a marker value or random bits).
+//! * `ptep_get_and_clear_full(full=1)` only runs on a user mm no CPU runs (exit_mmap).
+//! * `ptep_modify_prot_start` is followed by that CPU's `ptep_modify_prot_commit` on the
+//!   same PTE, with nothing of that CPU in between.
+//! * `switch_mm`, `cpu_offline` and `flush_tlb_*` run in task context with nothing open.
+
+use serde::{Deserialize, Serialize};
+
+use crate::program::*;
+use crate::pte::{self, PteClass, PTE_NONE, PTRS_PER_PTE};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Irq,
+    /// A lazy-MMU section opened by an enable in this context.
+    Section,
+    Pause,
+    Lock {
+        mm: u8,
+        table: u8,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub step: usize,
+    pub cpu: u8,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {} (cpu{}): {}", self.step, self.cpu, self.rule)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CpuState {
+    pub online: bool,
+    pub frames: Vec<Frame>,
+    /// Generic-layer counts of the task (interrupt context leaves them alone).
+    pub enable_count: u8,
+    pub pause_count: u8,
+    /// The range the active section was entered with, while it is in force.
+    pub range: Option<PteRange>,
+    /// An open `ptep_modify_prot_start`: the PTE and the value it returned.
+    pub prot: Option<(PteRef, u64)>,
+    pub current_mm: Option<u8>,
+}
+
+impl CpuState {
+    pub fn in_irq(&self) -> bool {
+        self.frames.contains(&Frame::Irq)
+    }
+    pub fn holds(&self, mm: u8, table: u8) -> bool {
+        self.frames.contains(&Frame::Lock { mm, table })
+    }
+    pub fn locks(&self) -> usize {
+        self.frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Lock { .. }))
+            .count()
+    }
+    /// The range in force for routing, if the section is active and was given one.
+    pub fn active_range(&self) -> Option<PteRange> {
+        if self.enable_count > 0 && self.pause_count == 0 {
+            self.range
+        } else {
+            None
+        }
+    }
+}
+
+/// Follows a program through the contract, tracking the eager value of every PTE.
+#[derive(Clone, Debug)]
+pub struct ContractState {
+    pub config: MachineConfig,
+    pub cpus: Vec<CpuState>,
+    /// Eager page-table values, [mm][table * 256 + index].
+    pub memory: Vec<Vec<u64>>,
+    pub attach: Vec<u8>,
+}
+
+impl ContractState {
+    pub fn new(config: &MachineConfig) -> Self {
+        let mut memory: Vec<Vec<u64>> = config
+            .mms
+            .iter()
+            .map(|m| vec![PTE_NONE; m.tables as usize * PTRS_PER_PTE])
+            .collect();
+        for i in &config.init {
+            memory[i.pte.mm as usize][i.pte.table as usize * PTRS_PER_PTE + i.pte.index as usize] =
+                i.value;
+        }
+        let mut cpus: Vec<CpuState> = (0..config.cpus)
+            .map(|_| CpuState {
+                online: true,
+                ..Default::default()
+            })
+            .collect();
+        for (m, mm) in config.mms.iter().enumerate() {
+            if mm.kind == MmKind::User {
+                for (c, cpu) in cpus.iter_mut().enumerate() {
+                    if mm.attach_mask & (1 << c) != 0 && cpu.current_mm.is_none() {
+                        cpu.current_mm = Some(m as u8);
+                    }
+                }
+            }
+        }
+        ContractState {
+            config: config.clone(),
+            cpus,
+            memory,
+            attach: config.mms.iter().map(|m| m.attach_mask).collect(),
+        }
+    }
+
+    pub fn value(&self, p: PteRef) -> u64 {
+        self.memory[p.mm as usize][p.table as usize * PTRS_PER_PTE + p.index as usize]
+    }
+
+    fn set(&mut self, p: PteRef, v: u64) {
+        self.memory[p.mm as usize][p.table as usize * PTRS_PER_PTE + p.index as usize] = v;
+    }
+
+    fn is_init(&self, mm: u8) -> bool {
+        self.config.mms[mm as usize].kind == MmKind::Init
+    }
+
+    /// Whether `cpu` may run a locked page-table operation on `p` now (the ownership rule).
+    pub fn may_touch(&self, cpu: u8, p: PteRef) -> bool {
+        let me = &self.cpus[cpu as usize];
+        let others_free = || {
+            self.cpus.iter().enumerate().all(|(c, s)| {
+                c == cpu as usize
+                    || (!s.holds(p.mm, p.table) && !s.active_range().is_some_and(|r| r.contains(p)))
+            })
+        };
+        if me.in_irq() {
+            return self.is_init(p.mm)
+                && !me.active_range().is_some_and(|r| r.contains(p))
+                && !me.holds(p.mm, p.table)
+                && others_free();
+        }
+        if me.holds(p.mm, p.table) {
+            return true;
+        }
+        self.is_init(p.mm) && (me.active_range().is_some_and(|r| r.contains(p)) || others_free())
+    }
+
+    fn lock_free(&self, mm: u8, table: u8) -> bool {
+        self.cpus.iter().all(|s| !s.holds(mm, table))
+    }
+
+    /// The first rule `step` breaks in the current state, if any.
+    pub fn check(&self, step: &Step) -> Result<(), String> {
+        let c = step.cpu as usize;
+        let me = &self.cpus[c];
+        if !me.online {
+            return if step.op == Op::CpuOnline {
+                Ok(())
+            } else {
+                Err("step on an offline CPU".into())
+            };
+        }
+        if let Some((p, _)) = me.prot {
+            return match step.op {
+                Op::ModifyProtCommit { pte, value } if pte == p => realistic_value(value),
+                _ => Err(format!(
+                    "ptep_modify_prot_start on {p} is not followed by its commit"
+                )),
+            };
+        }
+        let quiet = || -> Result<(), String> {
+            if me.frames.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} with {:?} still open",
+                    step.op.name(),
+                    me.frames.last().unwrap()
+                ))
+            }
+        };
+        let top = me.frames.last().copied();
+        let touch = |p: PteRef| {
+            if self.may_touch(step.cpu, p) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} on {p} without owning it (page-table lock or own range)",
+                    step.op.name()
+                ))
+            }
+        };
+        let store_over_invalid = |p: PteRef| {
+            let v = self.value(p);
+            if pte::valid(v) {
+                Err(format!(
+                    "{} over {p} which is valid ({v:#x})",
+                    step.op.name()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match step.op {
+            Op::Enable | Op::Pause | Op::IsLazyActive => Ok(()),
+            Op::EnableWithPtes { range, ptep } => {
+                if range.start >= range.end || range.end as usize > PTRS_PER_PTE {
+                    return Err(format!(
+                        "range [{}..{}) is not inside one table",
+                        range.start, range.end
+                    ));
+                }
+                if ptep != range.first() {
+                    return Err(format!("ptep {ptep} does not match the range start"));
+                }
+                if !self.is_init(range.mm) && !me.in_irq() && !me.holds(range.mm, range.table) {
+                    return Err(format!(
+                        "section on mm{} t{} without its page-table lock",
+                        range.mm, range.table
+                    ));
+                }
+                Ok(())
+            }
+            Op::Disable => match top {
+                Some(Frame::Section) => Ok(()),
+                _ => Err("disable without a matching enable".into()),
+            },
+            Op::Resume => match top {
+                Some(Frame::Pause) => Ok(()),
+                _ => Err("resume without a matching pause".into()),
+            },
+            Op::IrqEnter => {
+                if me.frames.iter().filter(|f| **f == Frame::Irq).count() >= 2 {
+                    Err("interrupts nested deeper than 2".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::IrqExit => match top {
+                Some(Frame::Irq) => Ok(()),
+                _ => Err("irq_exit with something else open or no interrupt".into()),
+            },
+            Op::LockPtl { mm, table } => {
+                if me.in_irq() {
+                    Err("page-table lock taken in interrupt context".into())
+                } else if !self.lock_free(mm, table) {
+                    Err(format!(
+                        "page-table lock of mm{mm} t{table} is already held"
+                    ))
+                } else if me.locks() >= 2 {
+                    Err("more than two page-table locks held".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::UnlockPtl { mm, table } => match top {
+                Some(Frame::Lock { mm: m, table: t }) if m == mm && t == table => Ok(()),
+                _ => Err(format!(
+                    "unlock of mm{mm} t{table} which is not the innermost thing held"
+                )),
+            },
+            Op::SetPte { pte, value } => {
+                touch(pte)?;
+                store_over_invalid(pte)?;
+                realistic_value(value)
+            }
+            Op::SetPtes { pte, value, n } => {
+                for i in 0..n {
+                    touch(pte.offset(i))?;
+                    store_over_invalid(pte.offset(i))?;
+                }
+                if !pte::pte_present(value) {
+                    return Err("set_ptes with a value that is not present".into());
+                }
+                realistic_value(value)
+            }
+            Op::PteClear { pte } => {
+                touch(pte)?;
+                store_over_invalid(pte)
+            }
+            Op::PtepGetAndClearFull { pte, full: true } => {
+                touch(pte)?;
+                if self.is_init(pte.mm) || self.attach[pte.mm as usize] != 0 {
+                    Err("ptep_get_and_clear_full(full=1) on an mm that is still running".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::ModifyProtCommit { pte, .. } => {
+                Err(format!("ptep_modify_prot_commit on {pte} without a start"))
+            }
+            Op::PtepGet { pte }
+            | Op::PtepGetAndClear { pte }
+            | Op::PtepGetAndClearFull { pte, full: false }
+            | Op::PtepTestAndClearYoung { pte }
+            | Op::ModifyProtStart { pte }
+            | Op::SetWrprotect { pte }
+            | Op::PtepClearFlush { pte } => touch(pte),
+            Op::PtepGetLockless { .. } | Op::Access { .. } => Ok(()),
+            Op::FlushTlbRange { range } => {
+                if me.in_irq() {
+                    Err("flush_tlb_range in interrupt context".into())
+                } else if range.start >= range.end {
+                    Err("empty flush range".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::FlushTlbMm { .. } => {
+                if me.in_irq() {
+                    Err("flush_tlb_mm in interrupt context".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::SwitchMm { mm } => {
+                quiet()?;
+                match mm {
+                    Some(m) if self.is_init(m) => Err("switch_mm to init_mm".into()),
+                    _ => Ok(()),
+                }
+            }
+            Op::CpuOffline => {
+                quiet()?;
+                if self.cpus.iter().filter(|s| s.online).count() < 2 {
+                    Err("offlining the last online CPU".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Op::CpuOnline => Err("cpu_online on a CPU that is online".into()),
+        }
+    }
+
+    /// Follows `step` (whether or not it keeps the contract): frames, generic-layer counts
+    /// and eager values. Never panics on a valid program.
+    pub fn apply(&mut self, step: &Step) {
+        let c = step.cpu as usize;
+        if !self.cpus[c].online && step.op != Op::CpuOnline {
+            return;
+        }
+        let in_irq = self.cpus[c].in_irq();
+        match step.op {
+            Op::Enable | Op::EnableWithPtes { .. } => {
+                let me = &mut self.cpus[c];
+                me.frames.push(Frame::Section);
+                if !in_irq && me.pause_count == 0 {
+                    if me.enable_count == 0 {
+                        me.range = match step.op {
+                            Op::EnableWithPtes { range, .. } => Some(range),
+                            _ => None,
+                        };
+                    }
+                    me.enable_count = me.enable_count.wrapping_add(1);
+                }
+            }
+            Op::Disable => {
+                let me = &mut self.cpus[c];
+                pop(&mut me.frames, Frame::Section);
+                if !in_irq && me.pause_count == 0 {
+                    me.enable_count = me.enable_count.wrapping_sub(1);
+                    if me.enable_count == 0 {
+                        me.range = None;
+                    }
+                }
+            }
+            Op::Pause => {
+                let me = &mut self.cpus[c];
+                me.frames.push(Frame::Pause);
+                if !in_irq {
+                    if me.pause_count == 0 && me.enable_count > 0 {
+                        me.range = None; // resume re-enters without a range
+                    }
+                    me.pause_count = me.pause_count.wrapping_add(1);
+                }
+            }
+            Op::Resume => {
+                let me = &mut self.cpus[c];
+                pop(&mut me.frames, Frame::Pause);
+                if !in_irq {
+                    me.pause_count = me.pause_count.wrapping_sub(1);
+                }
+            }
+            Op::IrqEnter => self.cpus[c].frames.push(Frame::Irq),
+            Op::IrqExit => pop(&mut self.cpus[c].frames, Frame::Irq),
+            Op::LockPtl { mm, table } => self.cpus[c].frames.push(Frame::Lock { mm, table }),
+            Op::UnlockPtl { mm, table } => pop(&mut self.cpus[c].frames, Frame::Lock { mm, table }),
+            Op::SetPte { pte, value } => self.set(pte, pte::stored_value(value)),
+            Op::SetPtes { pte, value, n } => {
+                let mut v = value;
+                for i in 0..n {
+                    self.set(pte.offset(i), pte::stored_value(v));
+                    v = pte::pte_next_pfn(v);
+                }
+            }
+            Op::PteClear { pte }
+            | Op::PtepGetAndClear { pte }
+            | Op::PtepGetAndClearFull { pte, .. }
+            | Op::PtepClearFlush { pte } => self.set(pte, PTE_NONE),
+            Op::PtepTestAndClearYoung { pte } => {
+                let v = self.value(pte);
+                self.set(pte, pte::stored_value(pte::pte_mkold(v)));
+            }
+            Op::ModifyProtStart { pte } => {
+                let v = self.value(pte);
+                self.cpus[c].prot = Some((pte, v));
+                self.set(pte, v | pte::PAGE_INVALID);
+            }
+            Op::ModifyProtCommit { pte, value } => {
+                self.cpus[c].prot = None;
+                self.set(pte, pte::stored_value(value));
+            }
+            Op::SetWrprotect { pte } => {
+                let v = self.value(pte);
+                if pte::pte_write(v) {
+                    self.set(pte, pte::stored_value(pte::pte_wrprotect(v)));
+                }
+            }
+            Op::SwitchMm { mm } => {
+                if let Some(prev) = self.cpus[c].current_mm {
+                    self.attach[prev as usize] &= !(1 << c);
+                }
+                self.cpus[c].current_mm = mm;
+                if let Some(n) = mm {
+                    self.attach[n as usize] |= 1 << c;
+                }
+            }
+            Op::CpuOffline => {
+                self.cpus[c] = CpuState::default();
+                for a in &mut self.attach {
+                    *a &= !(1 << c);
+                }
+            }
+            Op::CpuOnline => {
+                self.cpus[c] = CpuState {
+                    online: true,
+                    ..Default::default()
+                };
+                for (m, mm) in self.config.mms.iter().enumerate() {
+                    if mm.kind == MmKind::Init {
+                        self.attach[m] |= 1 << c;
+                    }
+                }
+            }
+            Op::IsLazyActive
+            | Op::PtepGet { .. }
+            | Op::PtepGetLockless { .. }
+            | Op::Access { .. }
+            | Op::FlushTlbRange { .. }
+            | Op::FlushTlbMm { .. } => {}
+        }
+    }
+
+    /// What must still be closed at the end of the program.
+    pub fn check_end(&self) -> Vec<(u8, String)> {
+        let mut out = vec![];
+        for (c, s) in self.cpus.iter().enumerate() {
+            if let Some((p, _)) = s.prot {
+                out.push((
+                    c as u8,
+                    format!("ptep_modify_prot_start on {p} never committed"),
+                ));
+            }
+            if let Some(f) = s.frames.last() {
+                out.push((c as u8, format!("{f:?} still open at the end")));
+            }
+        }
+        out
+    }
+}
+
+fn pop(frames: &mut Vec<Frame>, want: Frame) {
+    if frames.last() == Some(&want) {
+        frames.pop();
+    }
+}
+
+/// Bits the kernel's helpers (mkold, wrprotect, mkwrite, mkdirty, ...) may leave in a
+/// present, readable PTE.
+const HELPER_BITS: u64 = pte::PAGE_INVALID
+    | pte::PAGE_PROTECT
+    | pte::PAGE_WRITE
+    | pte::PAGE_READ
+    | pte::PAGE_DIRTY
+    | pte::PAGE_YOUNG
+    | pte::PAGE_SOFT_DIRTY
+    | pte::PAGE_PRESENT;
+
+/// A value a kernel stores: one of the realistic classes, or one the PTE helpers derive
+/// from them. Never a marker value or random bits.
+pub fn realistic_value(v: u64) -> Result<(), String> {
+    let derived = pte::pte_present(v) && v & pte::PAGE_READ != 0 && v & 0xfff & !HELPER_BITS == 0;
+    if PteClass::REALISTIC.contains(&PteClass::of(v)) || derived {
+        Ok(())
+    } else {
+        Err(format!("value {v:#x} is not one a kernel stores"))
+    }
+}
+
+/// Every contract rule `program` breaks, in order.
+pub fn violations(program: &Program) -> Vec<Violation> {
+    let mut st = ContractState::new(&program.config);
+    let mut out = vec![];
+    for (i, s) in program.steps.iter().enumerate() {
+        if let Err(rule) = st.check(s) {
+            out.push(Violation {
+                step: i,
+                cpu: s.cpu,
+                rule,
+            });
+        }
+        st.apply(s);
+    }
+    for (cpu, rule) in st.check_end() {
+        out.push(Violation {
+            step: program.steps.len(),
+            cpu,
+            rule,
+        });
+    }
+    out
+}
+
+/// Whether the program keeps the contract (see the module documentation).
+pub fn is_realistic(program: &Program) -> bool {
+    violations(program).is_empty()
+}

@@ -1,0 +1,850 @@
+//! The simulated s390 machine: page-table memory, per-CPU TLBs, lowcore and task state,
+//! the hardware primitives (IPTE, IPTE-range, RDP, IDTE, CSP, UV calls), attach masks and
+//! owed flushes, and the rules every store and call is checked against.
+//!
+//! Both the oracle and the C target drive this same type, so hardware semantics are shared
+//! and only the kernel logic differs. Nothing here is kernel policy: the invalidation
+//! policies live in the oracle (Rust) and in the shim (C).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::program::{MachineConfig, MmKind, PteRef};
+use crate::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTE_NONE, PTRS_PER_PTE};
+
+/// One page table: 256 PTEs, 2 KiB, aligned so that the table origin of any `ptep` is
+/// `ptep & !0x7ff`, as the hardware computes it for IPTE-range.
+#[repr(C, align(2048))]
+#[derive(Clone)]
+pub struct PageTable {
+    pub entries: [u64; PTRS_PER_PTE],
+}
+
+/// The mm fields the kernel's flush logic reads and writes (`mm->context`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MmContext {
+    /// `context.cpu_attach_mask`: CPUs running the mm now.
+    pub attach_mask: u8,
+    /// `mm_cpumask(mm)`: CPUs that may hold TLB entries for the mm.
+    pub cpumask: u8,
+    /// `context.flush_count`.
+    pub flush_count: i32,
+    /// `context.flush_mm`: a full flush is owed.
+    pub flush_mm: bool,
+}
+
+pub struct Mm {
+    pub kind: MmKind,
+    pub protected: bool,
+    pub tables: Vec<Box<PageTable>>,
+    pub ctx: MmContext,
+}
+
+/// Per-task lazy-MMU state, `current->lazy_mmu_state`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LazyState {
+    pub enable_count: u8,
+    pub pause_count: u8,
+}
+
+pub struct Cpu {
+    pub online: bool,
+    /// TLB entries, keyed by the PTE they were formed from, holding the value used.
+    pub tlb: BTreeMap<PteRef, u64>,
+    /// Nesting depth of interrupt context; `in_interrupt()` is `irq_depth > 0`.
+    pub irq_depth: u8,
+    pub preempt_count: i32,
+    /// `get_lowcore()->lazy_mmu_count` (v3+).
+    pub lazy_mmu_count: i32,
+    /// The task running on this CPU.
+    pub lazy: LazyState,
+    /// The user mm this CPU runs, if any.
+    pub current_mm: Option<u8>,
+    /// What this CPU's last `ptep_modify_prot_start` returned, for the matching commit.
+    pub prot_start: Option<(PteRef, u64)>,
+}
+
+impl Cpu {
+    fn fresh(online: bool) -> Self {
+        Cpu {
+            online,
+            tlb: BTreeMap::new(),
+            irq_depth: 0,
+            preempt_count: 0,
+            lazy_mmu_count: 0,
+            lazy: LazyState::default(),
+            current_mm: None,
+            prot_start: None,
+        }
+    }
+    pub fn in_interrupt(&self) -> bool {
+        self.irq_depth > 0
+    }
+}
+
+/// What an address translation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccessResult {
+    /// The CPU does not run this (user) mm, so it cannot translate its addresses.
+    NotAttached,
+    /// Translated from a TLB entry formed from `value` (which may be stale).
+    TlbHit { value: u64 },
+    /// The TLB missed; the walk found the valid `value` and filled the TLB.
+    Walked { value: u64 },
+    /// The PTE is invalid in memory: no translation, no TLB entry.
+    TranslationFault { value: u64 },
+    /// A store to a translation whose P bit is set (from the TLB or a fresh walk).
+    ProtectionFault { value: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UvKind {
+    /// `uv_convert_from_secure_pte(old)`.
+    ConvertFromSecure,
+    /// `uv_destroy_pte(old)`.
+    Destroy,
+}
+
+/// One hardware instruction or firmware call, in the order issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HwEvent {
+    Ipte {
+        pte: PteRef,
+        local: bool,
+    },
+    /// IPTE-range over `count` entries (the instruction's `nr + 1`) from `first`.
+    IpteRange {
+        mm: u8,
+        table: u8,
+        first: u16,
+        count: u16,
+        local: bool,
+    },
+    Rdp {
+        pte: PteRef,
+    },
+    /// IDTE of the mm's ASCE: purges the mm's TLB entries on every CPU.
+    Idte {
+        mm: u8,
+    },
+    /// CSP / `__tlb_flush_global`: purges every TLB entry on every CPU.
+    FlushGlobal,
+    /// `__tlb_flush_local`: this CPU's TLB.
+    FlushLocal,
+    Uv {
+        pte: PteRef,
+        kind: UvKind,
+    },
+}
+
+impl HwEvent {
+    /// Whether the instruction may quiesce the whole machine.
+    pub fn is_global(&self) -> bool {
+        match *self {
+            HwEvent::Ipte { local, .. } | HwEvent::IpteRange { local, .. } => !local,
+            HwEvent::Idte { .. } | HwEvent::FlushGlobal => true,
+            _ => false,
+        }
+    }
+}
+
+/// Instruction counters. Global IPTEs (single and range) are the quiesce events the
+/// batching exists to avoid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    pub ipte_local: u64,
+    pub ipte_global: u64,
+    pub ipte_range_local: u64,
+    pub ipte_range_global: u64,
+    /// Entries covered by all IPTE-range instructions.
+    pub ipte_range_entries: u64,
+    pub rdp: u64,
+    pub idte: u64,
+    pub flush_global: u64,
+    pub flush_local: u64,
+    pub uv_calls: u64,
+}
+
+impl Counters {
+    /// Global IPTE instructions, single or range.
+    pub fn global_iptes(&self) -> u64 {
+        self.ipte_global + self.ipte_range_global
+    }
+    fn count(&mut self, e: &HwEvent) {
+        match *e {
+            HwEvent::Ipte { local: true, .. } => self.ipte_local += 1,
+            HwEvent::Ipte { local: false, .. } => self.ipte_global += 1,
+            HwEvent::IpteRange { local, count, .. } => {
+                if local {
+                    self.ipte_range_local += 1
+                } else {
+                    self.ipte_range_global += 1
+                }
+                self.ipte_range_entries += count as u64;
+            }
+            HwEvent::Rdp { .. } => self.rdp += 1,
+            HwEvent::Idte { .. } => self.idte += 1,
+            HwEvent::FlushGlobal => self.flush_global += 1,
+            HwEvent::FlushLocal => self.flush_local += 1,
+            HwEvent::Uv { .. } => self.uv_calls += 1,
+        }
+    }
+}
+
+/// A machine rule broken by the code under test (or by the oracle: a bug in it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Event {
+    /// A store changed a PTE that was valid in memory with no IPTE first, and it was not
+    /// the lazy policy's store of `old | I` on a single-attached mm nor a store to an mm no
+    /// CPU runs (full-mm teardown).
+    StoreToValidPte { pte: PteRef, old: u64, new: u64 },
+    /// The lazy policy's store of `old | I` without `flush_mm` set by the end of the step.
+    LazyInvalidateWithoutOwedFlush { pte: PteRef },
+    /// A page-table access through a pointer that is in no page table.
+    WildAccess { addr: u64, write: bool },
+    /// IPTE-range whose entries run past the end of the page table.
+    IpteRangeCrossesTable {
+        mm: u8,
+        table: u8,
+        first: u16,
+        count: u16,
+    },
+    /// An ultravisor call while the PTE is still valid in memory.
+    UvCallOnValidPte {
+        pte: PteRef,
+        value: u64,
+        kind: UvKind,
+    },
+    /// A kernel assertion (lockdep and friends) that failed in the shim.
+    Assertion { what: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub step: usize,
+    pub cpu: u8,
+    pub event: Event,
+}
+
+/// What the machine looks like at a sync point.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every PTE of every table, in (mm, table, index) order.
+    pub memory: Vec<u64>,
+    /// Per CPU, its TLB entries in PTE order.
+    pub tlbs: Vec<Vec<(PteRef, u64)>>,
+    pub mms: Vec<MmContext>,
+    pub counters: Counters,
+}
+
+impl Snapshot {
+    /// The value of `p` in this image (the image follows the machine's table layout).
+    pub fn pte(&self, layout: &[u8], p: PteRef) -> u64 {
+        let before: usize = layout[..p.mm as usize].iter().map(|&t| t as usize).sum();
+        self.memory[(before + p.table as usize) * PTRS_PER_PTE + p.index as usize]
+    }
+}
+
+pub struct Machine {
+    pub config: MachineConfig,
+    pub mms: Vec<Mm>,
+    pub cpus: Vec<Cpu>,
+    pub counters: Counters,
+    /// Owner CPU of each held page-table lock, by (mm, table).
+    pub ptl: BTreeMap<(u8, u8), u8>,
+    events: Vec<EventRecord>,
+    step_hw: Vec<HwEvent>,
+    step: usize,
+    step_cpu: u8,
+    /// Lazy-policy stores of this step, checked for the owed flush at its end.
+    lazy_invalidated: Vec<PteRef>,
+}
+
+impl Machine {
+    /// Builds the machine a program starts on. The config must have been validated.
+    pub fn new(config: &MachineConfig) -> Machine {
+        let mut mms: Vec<Mm> = config
+            .mms
+            .iter()
+            .map(|c| Mm {
+                kind: c.kind,
+                protected: c.protected,
+                tables: (0..c.tables)
+                    .map(|_| {
+                        Box::new(PageTable {
+                            entries: [PTE_NONE; PTRS_PER_PTE],
+                        })
+                    })
+                    .collect(),
+                ctx: MmContext {
+                    attach_mask: c.attach_mask,
+                    cpumask: c.attach_mask,
+                    flush_count: 0,
+                    flush_mm: false,
+                },
+            })
+            .collect();
+        for i in &config.init {
+            mms[i.pte.mm as usize].tables[i.pte.table as usize].entries[i.pte.index as usize] =
+                i.value;
+        }
+        let mut cpus: Vec<Cpu> = (0..config.cpus).map(|_| Cpu::fresh(true)).collect();
+        for (m, mm) in config.mms.iter().enumerate() {
+            if m < 256 && mm.kind == MmKind::User {
+                for (c, cpu) in cpus.iter_mut().enumerate() {
+                    if mm.attach_mask & (1 << c) != 0 && cpu.current_mm.is_none() {
+                        cpu.current_mm = Some(m as u8);
+                    }
+                }
+            }
+        }
+        Machine {
+            config: config.clone(),
+            mms,
+            cpus,
+            counters: Counters::default(),
+            ptl: BTreeMap::new(),
+            events: vec![],
+            step_hw: vec![],
+            step: 0,
+            step_cpu: 0,
+            lazy_invalidated: vec![],
+        }
+    }
+
+    // ---- bookkeeping for the run loop ----
+
+    pub fn begin_step(&mut self, step: usize, cpu: u8) {
+        self.step = step;
+        self.step_cpu = cpu;
+    }
+
+    /// Closes a step: checks that every lazy-policy store was paired with an owed flush,
+    /// and returns the instructions the step issued.
+    pub fn end_step(&mut self) -> Vec<HwEvent> {
+        for p in std::mem::take(&mut self.lazy_invalidated) {
+            if !self.mms[p.mm as usize].ctx.flush_mm {
+                self.report(Event::LazyInvalidateWithoutOwedFlush { pte: p });
+            }
+        }
+        std::mem::take(&mut self.step_hw)
+    }
+
+    pub fn report(&mut self, event: Event) {
+        self.events.push(EventRecord {
+            step: self.step,
+            cpu: self.step_cpu,
+            event,
+        });
+    }
+
+    pub fn take_events(&mut self) -> Vec<EventRecord> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn issue(&mut self, e: HwEvent) {
+        self.counters.count(&e);
+        self.step_hw.push(e);
+    }
+
+    /// Number of tables per mm, the layout of `Snapshot::memory`.
+    pub fn layout(&self) -> Vec<u8> {
+        self.mms.iter().map(|m| m.tables.len() as u8).collect()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            memory: self
+                .mms
+                .iter()
+                .flat_map(|m| m.tables.iter().flat_map(|t| t.entries.iter().copied()))
+                .collect(),
+            tlbs: self
+                .cpus
+                .iter()
+                .map(|c| c.tlb.iter().map(|(&p, &v)| (p, v)).collect())
+                .collect(),
+            mms: self.mms.iter().map(|m| m.ctx).collect(),
+            counters: self.counters,
+        }
+    }
+
+    // ---- page-table memory ----
+
+    pub fn exists(&self, p: PteRef) -> bool {
+        self.config.has_pte(p)
+    }
+
+    /// The value in memory, without any check: for snapshots and for the run loop.
+    pub fn pte(&self, p: PteRef) -> u64 {
+        self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize]
+    }
+
+    /// A kernel load of a PTE (`__ptep_get`). A PTE that does not exist is a wild access.
+    pub fn read(&mut self, p: PteRef) -> u64 {
+        if !self.exists(p) {
+            self.report(Event::WildAccess {
+                addr: self.pseudo_addr(p),
+                write: false,
+            });
+            return 0;
+        }
+        self.pte(p)
+    }
+
+    /// A kernel store to a PTE (`__set_pte`), checked against the IPTE rule.
+    pub fn store(&mut self, p: PteRef, new: u64) {
+        if !self.exists(p) {
+            self.report(Event::WildAccess {
+                addr: self.pseudo_addr(p),
+                write: true,
+            });
+            return;
+        }
+        let old = self.pte(p);
+        if pte::valid(old) && new != old {
+            let cpu_bit = 1u8 << self.step_cpu;
+            let ctx = self.mms[p.mm as usize].ctx;
+            // `old | I`, give or take the UNUSED bit that `__set_pte` strips.
+            let sets_only_i = !pte::valid(new) && (new ^ old) & !(PAGE_INVALID | PAGE_UNUSED) == 0;
+            if sets_only_i && ctx.attach_mask == cpu_bit {
+                // ptep_flush_lazy on a single-attached mm: the TLB purge is owed.
+                self.lazy_invalidated.push(p);
+            } else if ctx.attach_mask == 0 {
+                // No CPU runs the mm (exit_mmap teardown): the full-mm flush follows.
+            } else {
+                self.report(Event::StoreToValidPte { pte: p, old, new });
+            }
+        }
+        self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = new;
+    }
+
+    /// A stand-in address for a PTE reference outside every table, for reports.
+    fn pseudo_addr(&self, p: PteRef) -> u64 {
+        (p.mm as u64) << 32 | (p.table as u64) << 16 | p.index as u64 * 8
+    }
+
+    /// Host address of a PTE slot; the C target gets these as `pte_t *`.
+    pub fn host_addr(&self, p: PteRef) -> usize {
+        &self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] as *const u64
+            as usize
+    }
+
+    /// Maps a host pointer back to the PTE it points at, if it points at one.
+    pub fn resolve_host_addr(&self, addr: usize) -> Option<PteRef> {
+        for (m, mm) in self.mms.iter().enumerate() {
+            for (t, table) in mm.tables.iter().enumerate() {
+                let base = table.entries.as_ptr() as usize;
+                if addr >= base && addr < base + PTRS_PER_PTE * 8 && (addr - base) % 8 == 0 {
+                    return Some(PteRef::new(m as u8, t as u8, ((addr - base) / 8) as u16));
+                }
+            }
+        }
+        None
+    }
+
+    /// A load through a host pointer (the shim's `__ptep_get`).
+    pub fn read_host(&mut self, addr: usize) -> u64 {
+        match self.resolve_host_addr(addr) {
+            Some(p) => self.pte(p),
+            None => {
+                self.report(Event::WildAccess {
+                    addr: addr as u64,
+                    write: false,
+                });
+                0
+            }
+        }
+    }
+
+    /// A store through a host pointer (the shim's `__set_pte`).
+    pub fn store_host(&mut self, addr: usize, value: u64) {
+        match self.resolve_host_addr(addr) {
+            Some(p) => self.store(p, value),
+            None => self.report(Event::WildAccess {
+                addr: addr as u64,
+                write: true,
+            }),
+        }
+    }
+
+    /// Virtual address mapped by a PTE: each mm has its own 4 GiB window, each table maps
+    /// one 1 MiB PMD of it.
+    pub fn vaddr(p: PteRef) -> u64 {
+        (p.mm as u64 + 1) << 32 | (p.table as u64) << pte::PMD_SHIFT | (p.index as u64) << 12
+    }
+
+    // ---- TLB and hardware primitives ----
+
+    fn purge(&mut self, cpu: Option<u8>, p: PteRef) {
+        match cpu {
+            Some(c) => {
+                self.cpus[c as usize].tlb.remove(&p);
+            }
+            None => {
+                for c in &mut self.cpus {
+                    c.tlb.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// IPTE on one entry: sets I in memory and purges the TLB entries formed from it on
+    /// this CPU (`local`) or on every CPU.
+    pub fn ipte(&mut self, p: PteRef, local: bool) {
+        if !self.exists(p) {
+            self.report(Event::WildAccess {
+                addr: self.pseudo_addr(p),
+                write: true,
+            });
+            return;
+        }
+        self.issue(HwEvent::Ipte { pte: p, local });
+        let v = self.pte(p);
+        self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] =
+            v | PAGE_INVALID;
+        self.purge(local.then_some(self.step_cpu), p);
+    }
+
+    /// IPTE-range over `count` (= nr + 1) entries of table `table` from index `first`.
+    /// A range past the end of the table is reported and cut at the end.
+    pub fn ipte_range(&mut self, mm: u8, table: u8, first: u16, count: u16, local: bool) {
+        if !self.config.has_table(mm, table) || first as usize >= PTRS_PER_PTE {
+            self.report(Event::WildAccess {
+                addr: self.pseudo_addr(PteRef::new(mm, table, first)),
+                write: true,
+            });
+            return;
+        }
+        self.issue(HwEvent::IpteRange {
+            mm,
+            table,
+            first,
+            count,
+            local,
+        });
+        let end = first as usize + count as usize;
+        if end > PTRS_PER_PTE {
+            self.report(Event::IpteRangeCrossesTable {
+                mm,
+                table,
+                first,
+                count,
+            });
+        }
+        for i in first as usize..end.min(PTRS_PER_PTE) {
+            let p = PteRef::new(mm, table, i as u16);
+            self.mms[mm as usize].tables[table as usize].entries[i] |= PAGE_INVALID;
+            self.purge(local.then_some(self.step_cpu), p);
+        }
+    }
+
+    /// IPTE-range as the instruction takes its operands: the table origin from `ptep`
+    /// (rounded down to the 2 KiB table), the first index from `addr`, `nr + 1` entries.
+    pub fn ipte_range_host(&mut self, addr: u64, nr: u32, ptep: usize, local: bool) {
+        let origin = ptep & !(PTRS_PER_PTE * 8 - 1);
+        match self.resolve_host_addr(origin) {
+            Some(p) => {
+                let first = ((addr >> 12) & 0xff) as u16;
+                self.ipte_range(
+                    p.mm,
+                    p.table,
+                    first,
+                    (nr + 1).min(u16::MAX as u32) as u16,
+                    local,
+                )
+            }
+            None => self.report(Event::WildAccess {
+                addr: ptep as u64,
+                write: true,
+            }),
+        }
+    }
+
+    /// RDP: clears the P bit; the entry stays valid and TLB entries are refreshed.
+    pub fn rdp(&mut self, p: PteRef) {
+        if !self.exists(p) {
+            self.report(Event::WildAccess {
+                addr: self.pseudo_addr(p),
+                write: true,
+            });
+            return;
+        }
+        self.issue(HwEvent::Rdp { pte: p });
+        let v = self.pte(p) & !PAGE_PROTECT;
+        self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = v;
+        for c in &mut self.cpus {
+            if let Some(e) = c.tlb.get_mut(&p) {
+                *e &= !PAGE_PROTECT;
+            }
+        }
+    }
+
+    /// IDTE of the mm's ASCE: every CPU drops the mm's entries.
+    pub fn idte(&mut self, mm: u8) {
+        self.issue(HwEvent::Idte { mm });
+        for c in &mut self.cpus {
+            c.tlb.retain(|p, _| p.mm != mm);
+        }
+    }
+
+    pub fn flush_global(&mut self) {
+        self.issue(HwEvent::FlushGlobal);
+        for c in &mut self.cpus {
+            c.tlb.clear();
+        }
+    }
+
+    pub fn flush_local(&mut self) {
+        self.issue(HwEvent::FlushLocal);
+        self.cpus[self.step_cpu as usize].tlb.clear();
+    }
+
+    /// An ultravisor call for a secure page; only legal once the PTE is invalid in memory.
+    pub fn uv_call(&mut self, p: PteRef, kind: UvKind) {
+        self.issue(HwEvent::Uv { pte: p, kind });
+        if self.exists(p) && pte::valid(self.pte(p)) {
+            let value = self.pte(p);
+            self.report(Event::UvCallOnValidPte {
+                pte: p,
+                value,
+                kind,
+            });
+        }
+    }
+
+    /// The CPU translates the address `p` maps.
+    pub fn access(&mut self, cpu: u8, p: PteRef, write: bool) -> AccessResult {
+        let mm = &self.mms[p.mm as usize];
+        if mm.kind == MmKind::User && mm.ctx.attach_mask & (1 << cpu) == 0 {
+            return AccessResult::NotAttached;
+        }
+        let prot = |value: u64| write && value & PAGE_PROTECT != 0;
+        if let Some(&value) = self.cpus[cpu as usize].tlb.get(&p) {
+            return if prot(value) {
+                AccessResult::ProtectionFault { value }
+            } else {
+                AccessResult::TlbHit { value }
+            };
+        }
+        let value = self.pte(p);
+        if !pte::valid(value) {
+            return AccessResult::TranslationFault { value };
+        }
+        self.cpus[cpu as usize].tlb.insert(p, value);
+        self.mms[p.mm as usize].ctx.cpumask |= 1 << cpu;
+        if prot(value) {
+            AccessResult::ProtectionFault { value }
+        } else {
+            AccessResult::Walked { value }
+        }
+    }
+
+    // ---- CPU, context and mm state ----
+
+    pub fn cpu_bit(cpu: u8) -> u8 {
+        1 << cpu
+    }
+
+    /// A CPU goes offline: it stops running its mm and its TLB content is gone.
+    pub fn cpu_offline(&mut self, cpu: u8) {
+        let c = &mut self.cpus[cpu as usize];
+        c.online = false;
+        c.tlb.clear();
+        c.current_mm = None;
+        for mm in &mut self.mms {
+            mm.ctx.attach_mask &= !Self::cpu_bit(cpu);
+        }
+    }
+
+    /// A CPU comes online with fresh lowcore and task state, running no user mm.
+    pub fn cpu_online(&mut self, cpu: u8) {
+        self.cpus[cpu as usize] = Cpu::fresh(true);
+        for mm in &mut self.mms {
+            if mm.kind == MmKind::Init {
+                mm.ctx.attach_mask |= Self::cpu_bit(cpu);
+            }
+        }
+    }
+
+    /// The attach-mask half of `switch_mm`: leave the current user mm, run `next`.
+    /// The caller (kernel logic) adds `mm_cpumask` and the owed flush.
+    pub fn switch_attach(&mut self, cpu: u8, next: Option<u8>) {
+        if let Some(prev) = self.cpus[cpu as usize].current_mm {
+            self.mms[prev as usize].ctx.attach_mask &= !Self::cpu_bit(cpu);
+        }
+        self.cpus[cpu as usize].current_mm = next;
+        if let Some(n) = next {
+            self.mms[n as usize].ctx.attach_mask |= Self::cpu_bit(cpu);
+        }
+    }
+
+    pub fn lock_ptl(&mut self, cpu: u8, mm: u8, table: u8) {
+        self.ptl.insert((mm, table), cpu);
+    }
+
+    pub fn unlock_ptl(&mut self, cpu: u8, mm: u8, table: u8) {
+        if self.ptl.get(&(mm, table)) == Some(&cpu) {
+            self.ptl.remove(&(mm, table));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::{InitPte, MmConfig};
+
+    fn machine(cpus: u8, attach: u8) -> Machine {
+        let config = MachineConfig {
+            cpus,
+            mms: vec![MmConfig {
+                kind: MmKind::User,
+                protected: false,
+                attach_mask: attach,
+                tables: 2,
+            }],
+            init: vec![InitPte {
+                pte: PteRef::new(0, 0, 5),
+                value: 0x1a03d,
+            }],
+            ..MachineConfig::default()
+        };
+        Machine::new(&config)
+    }
+
+    #[test]
+    fn tables_are_aligned_and_host_addresses_resolve() {
+        let m = machine(1, 1);
+        let p = PteRef::new(0, 1, 17);
+        let a = m.host_addr(p);
+        assert_eq!(m.host_addr(PteRef::new(0, 1, 0)) % 2048, 0);
+        assert_eq!(m.resolve_host_addr(a), Some(p));
+        assert_eq!(m.resolve_host_addr(a + 1), None);
+        assert_eq!(
+            m.resolve_host_addr(m.host_addr(PteRef::new(0, 1, 255)) + 8),
+            None
+        );
+    }
+
+    #[test]
+    fn store_to_valid_pte_without_ipte_is_reported() {
+        let mut m = machine(2, 0b11);
+        let p = PteRef::new(0, 0, 5);
+        m.store(p, 0x2b03d);
+        assert!(matches!(
+            m.take_events()[..],
+            [EventRecord {
+                event: Event::StoreToValidPte { .. },
+                ..
+            }]
+        ));
+        // After an IPTE the entry is invalid and the store is fine.
+        m.ipte(p, false);
+        m.store(p, 0x3c03d);
+        assert!(m.take_events().is_empty());
+    }
+
+    #[test]
+    fn lazy_invalidate_needs_single_attach_and_owed_flush() {
+        let mut m = machine(2, 0b01);
+        let p = PteRef::new(0, 0, 5);
+        m.store(p, 0x1a03d | PAGE_INVALID);
+        m.end_step();
+        assert!(matches!(
+            m.take_events()[..],
+            [EventRecord {
+                event: Event::LazyInvalidateWithoutOwedFlush { .. },
+                ..
+            }]
+        ));
+        let mut m = machine(2, 0b01);
+        m.store(p, 0x1a03d | PAGE_INVALID);
+        m.mms[0].ctx.flush_mm = true;
+        m.end_step();
+        assert!(m.take_events().is_empty());
+        // With two CPUs attached, setting I by a plain store is a rule violation.
+        let mut m = machine(2, 0b11);
+        m.store(p, 0x1a03d | PAGE_INVALID);
+        assert_eq!(m.take_events().len(), 1);
+    }
+
+    #[test]
+    fn wild_host_access_is_reported_with_its_address() {
+        let mut m = machine(1, 1);
+        let bad = m.host_addr(PteRef::new(0, 0, 255)) + 8;
+        assert_eq!(m.read_host(bad), 0);
+        m.store_host(bad, 1);
+        let ev = m.take_events();
+        assert_eq!(
+            ev[0].event,
+            Event::WildAccess {
+                addr: bad as u64,
+                write: false
+            }
+        );
+        assert_eq!(
+            ev[1].event,
+            Event::WildAccess {
+                addr: bad as u64,
+                write: true
+            }
+        );
+    }
+
+    #[test]
+    fn ipte_range_takes_origin_from_ptep_and_index_from_addr() {
+        let mut m = machine(1, 1);
+        for i in 0..4 {
+            m.mms[0].tables[1].entries[10 + i] = 0x1a03d;
+        }
+        // ptep points into table 1 (entry 200) but addr names index 10: the hardware uses
+        // table 1's origin and index 10.
+        let ptep = m.host_addr(PteRef::new(0, 1, 200));
+        let addr = Machine::vaddr(PteRef::new(0, 0, 10));
+        m.ipte_range_host(addr, 3, ptep, true);
+        assert!((10..14).all(|i| !pte::valid(m.mms[0].tables[1].entries[i])));
+        assert_eq!(m.counters.ipte_range_local, 1);
+        assert_eq!(m.counters.ipte_range_entries, 4);
+        assert!(m.take_events().is_empty());
+        m.ipte_range(0, 1, 250, 10, false);
+        assert!(matches!(
+            m.take_events()[..],
+            [EventRecord {
+                event: Event::IpteRangeCrossesTable {
+                    first: 250,
+                    count: 10,
+                    ..
+                },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn access_fills_hits_and_faults() {
+        let mut m = machine(2, 0b11);
+        let p = PteRef::new(0, 0, 5);
+        assert_eq!(
+            m.access(0, p, false),
+            AccessResult::Walked { value: 0x1a03d }
+        );
+        assert_eq!(
+            m.access(0, p, true),
+            AccessResult::TlbHit { value: 0x1a03d }
+        );
+        assert_eq!(
+            m.access(1, PteRef::new(0, 0, 6), false),
+            AccessResult::TranslationFault { value: PTE_NONE }
+        );
+        m.ipte(p, true);
+        assert!(m.cpus[0].tlb.is_empty());
+        m.access(1, p, false);
+        m.store(p, 0x1a215);
+        assert_eq!(
+            m.access(1, p, true),
+            AccessResult::ProtectionFault { value: 0x1a215 }
+        );
+    }
+}
