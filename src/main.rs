@@ -54,9 +54,15 @@ enum Command {
     },
 }
 
-fn load(path: &Path) -> Result<Program, String> {
+/// Reads and parses a program; also returns the source line of every step.
+fn load_with_lines(path: &Path) -> Result<(Program, Vec<usize>), String> {
     let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))
+    let p = text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))?;
+    Ok((p, text::step_lines(&src)))
+}
+
+fn load(path: &Path) -> Result<Program, String> {
+    load_with_lines(path).map(|(p, _)| p)
 }
 
 /// Deterministic bytes from a seed (splitmix64), so `gen` needs no RNG crate.
@@ -87,7 +93,7 @@ fn main() -> ExitCode {
                 print!("{}", report::trace_text(&p, &trace));
             }
         }),
-        Command::Check { file } => load(&file).and_then(|p| {
+        Command::Check { file } => load_with_lines(&file).and_then(|(p, lines)| {
             let v = contract::violations(&p);
             if v.is_empty() {
                 println!(
@@ -97,7 +103,9 @@ fn main() -> ExitCode {
                 Ok(())
             } else {
                 for x in &v {
-                    println!("{}: {x}", file.display());
+                    // Rules still open at the end point past the last step.
+                    let line = lines.get(x.step).map_or("end".into(), |l| l.to_string());
+                    println!("{}:{line}: {x}", file.display());
                 }
                 Err(format!(
                     "{}: adversarial: {} contract rule(s) broken",

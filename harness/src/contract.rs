@@ -15,7 +15,8 @@
 //! * A page-table operation (anything but `ptep_get_lockless` and hardware access) on a
 //!   user mm holds the table's lock. On init_mm it holds the lock, or the PTE is in the
 //!   CPU's own active range, or nobody else holds the lock and no other CPU's active range
-//!   covers it (the caller owns that kernel mapping). In interrupt context only init_mm
+//!   covers it and no other CPU is between `ptep_modify_prot_start` and commit on it (the
+//!   caller owns that kernel mapping). In interrupt context only init_mm
 //!   PTEs outside the interrupted task's range are touched, and no lock is taken.
 //! * `set_pte`, `set_ptes` and `pte_clear` only store over entries that are invalid (in
 //!   eager terms), with values a kernel stores (never a marker value or random bits).
@@ -156,6 +157,15 @@ impl ContractState {
                     || (!s.holds(p.mm, p.table) && !s.active_range().is_some_and(|r| r.contains(p)))
             })
         };
+        // An open modify-prot transaction of another CPU owns its PTE, whatever else holds.
+        let in_transaction = self
+            .cpus
+            .iter()
+            .enumerate()
+            .any(|(c, s)| c != cpu as usize && s.prot.is_some_and(|(q, _)| q == p));
+        if in_transaction {
+            return false;
+        }
         if me.in_irq() {
             return self.is_init(p.mm)
                 && !me.active_range().is_some_and(|r| r.contains(p))

@@ -495,6 +495,9 @@ impl Gen {
             return Ok(None);
         };
         let end = region.end.min(PTRS_PER_PTE as u16);
+        if region.start >= end {
+            return Ok(None); // an adversarial range with nothing in it
+        }
         // Callers walk populated entries more than empty ones.
         let populated: Vec<u16> = (region.start..end)
             .filter(|&i| self.st.value(PteRef::new(region.mm, region.table, i)) != pte::PTE_NONE)

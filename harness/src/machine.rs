@@ -422,7 +422,7 @@ impl Machine {
 
     /// A stand-in address for a PTE reference outside every table, for reports.
     fn pseudo_addr(&self, p: PteRef) -> u64 {
-        (p.mm as u64) << 32 | (p.table as u64) << 16 | p.index as u64 * 8
+        ((p.mm as u64) << 32) | ((p.table as u64) << 16) | (p.index as u64 * 8)
     }
 
     /// Host address of a PTE slot; the C target gets these as `pte_t *`.
@@ -436,7 +436,8 @@ impl Machine {
         for (m, mm) in self.mms.iter().enumerate() {
             for (t, table) in mm.tables.iter().enumerate() {
                 let base = table.entries.as_ptr() as usize;
-                if addr >= base && addr < base + PTRS_PER_PTE * 8 && (addr - base) % 8 == 0 {
+                if addr >= base && addr < base + PTRS_PER_PTE * 8 && (addr - base).is_multiple_of(8)
+                {
                     return Some(PteRef::new(m as u8, t as u8, ((addr - base) / 8) as u16));
                 }
             }

@@ -114,7 +114,7 @@ impl MachineConfig {
                     m.tables
                 ));
             }
-            if m.attach_mask >> self.cpus != 0 {
+            if (m.attach_mask as u16) >> self.cpus != 0 {
                 return Err(format!(
                     "mm{i}: attached to a cpu beyond cpus={}",
                     self.cpus

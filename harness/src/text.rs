@@ -127,6 +127,19 @@ pub fn step_to_text(step: &Step) -> String {
     s
 }
 
+/// The 1-based line number of every step of a program's source, in step order.
+pub fn step_lines(src: &str) -> Vec<usize> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            tokenize(l)
+                .first()
+                .is_some_and(|t| t.text.starts_with("cpu"))
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
 struct Tok<'a> {
     text: &'a str,
     col: usize,
@@ -404,7 +417,7 @@ pub fn parse(src: &str) -> Result<Program, ParseError> {
                 l.pos += 1;
             }
             l.done()?;
-            if attach >> config.cpus.min(8) != 0 {
+            if (attach as u16) >> config.cpus.min(8) != 0 {
                 return Err(l.err(
                     attach_col,
                     format!("attach names a cpu beyond cpus={}", config.cpus),

@@ -1,0 +1,118 @@
+//! The `lazymmu` command line, run as a user would.
+
+use std::process::Command;
+
+fn lazymmu(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lazymmu"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, contents: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("lazymmu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const PROGRAM: &str = "\
+lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0,1 tables=1
+init mm0 t0[5] = 0x1a03d
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..16]
+cpu0 ptep_get_and_clear mm0 t0[5]
+cpu0 lazy_mmu_mode_disable
+cpu0 flush_tlb_range mm0 t0[0..16]
+cpu0 unlock_ptl mm0 t0
+";
+
+#[test]
+fn replay_prints_returns_iptes_and_sync_points() {
+    let f = temp_file("ok.ops", PROGRAM);
+    let (ok, out, err) = lazymmu(&["replay", &f]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("#2   cpu0 ptep_get_and_clear mm0 t0[5]  -> 0x1a03d"),
+        "{out}"
+    );
+    // Two CPUs run the mm: the lazy policy needs a global IPTE.
+    assert!(out.contains("ipte global mm0 t0[5]"), "{out}");
+    assert!(out.contains("== sync point (leave) of cpu0 =="), "{out}");
+    assert!(
+        out.contains("memory mm0 t0[5]: 0x1a03d -> 0x400 (none)"),
+        "{out}"
+    );
+    assert!(out.contains("machine rule events: none"), "{out}");
+}
+
+#[test]
+fn replay_json_is_a_trace() {
+    let f = temp_file("json.ops", PROGRAM);
+    let (ok, out, _) = lazymmu(&["replay", "--json", &f]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["steps"][2]["ret"]["Pte"], 0x1a03d);
+    assert_eq!(v["end"]["counters"]["ipte_global"], 1);
+}
+
+#[test]
+fn malformed_program_error_names_file_line_and_column() {
+    let bad = PROGRAM.replace(
+        "ptep_get_and_clear mm0 t0[5]",
+        "ptep_get_and_clear mm0 t0[5",
+    );
+    let f = temp_file("bad.ops", &bad);
+    let (ok, _, err) = lazymmu(&["replay", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:6:29: expected a PTE like 't0[5]', found 't0[5'"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let (ok, _, err) = lazymmu(&["replay", "/nonexistent/x.ops"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/x.ops"), "{err}");
+}
+
+#[test]
+fn check_tells_realistic_from_adversarial() {
+    let f = temp_file("real.ops", PROGRAM);
+    let (ok, out, _) = lazymmu(&["check", &f]);
+    assert!(ok && out.contains("realistic"), "{out}");
+    let unlocked = PROGRAM
+        .replace("cpu0 lock_ptl mm0 t0\n", "")
+        .replace("cpu0 unlock_ptl mm0 t0\n", "");
+    let f = temp_file("adv.ops", &unlocked);
+    let (ok, out, err) = lazymmu(&["check", &f]);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{f}:4: step 0 (cpu0): section on mm0 t0 without its page-table lock"
+        )),
+        "{out}"
+    );
+    assert!(err.contains("adversarial"), "{err}");
+}
+
+#[test]
+fn gen_is_deterministic_and_parses_back() {
+    let (_, a, _) = lazymmu(&["gen", "--seed", "7"]);
+    let (_, b, _) = lazymmu(&["gen", "--seed", "7"]);
+    assert_eq!(a, b);
+    let f = temp_file("gen.ops", &a);
+    let (ok, out, _) = lazymmu(&["check", &f]);
+    assert!(ok, "{out}");
+}
