@@ -450,8 +450,10 @@ impl ContractState {
                 }
             }
             Op::SwitchMm { mm } => {
-                if let Some(prev) = self.cpus[c].current_mm {
-                    self.attach[prev as usize] &= !(1 << c);
+                for (m, cfg) in self.config.mms.iter().enumerate() {
+                    if cfg.kind == MmKind::User {
+                        self.attach[m] &= !(1 << c);
+                    }
                 }
                 self.cpus[c].current_mm = mm;
                 if let Some(n) = mm {

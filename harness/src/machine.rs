@@ -218,6 +218,14 @@ pub enum Event {
     },
     /// A kernel assertion (lockdep and friends) that failed in the shim.
     Assertion { what: String },
+    /// A page-table access, through the shim, to a PTE slot poisoned by CPU `owner`'s
+    /// active range: a path that bypassed the batch (or another context reading it).
+    ShadowAccess {
+        pte: PteRef,
+        write: bool,
+        owner: u8,
+        in_irq: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -259,7 +267,12 @@ pub struct Machine {
     step_cpu: u8,
     /// Lazy-policy stores of this step, checked for the owed flush at its end.
     lazy_invalidated: Vec<PteRef>,
+    /// KASAN-style shadow: per table, the CPU whose active range poisoned each slot.
+    shadow: Vec<Vec<[u8; PTRS_PER_PTE]>>,
 }
+
+/// Shadow value of a slot nobody poisoned.
+const UNPOISONED: u8 = 0xff;
 
 impl Machine {
     /// Builds the machine a program starts on. The config must have been validated.
@@ -310,6 +323,11 @@ impl Machine {
             step: 0,
             step_cpu: 0,
             lazy_invalidated: vec![],
+            shadow: config
+                .mms
+                .iter()
+                .map(|m| vec![[UNPOISONED; PTRS_PER_PTE]; m.tables as usize])
+                .collect(),
         }
     }
 
@@ -445,10 +463,50 @@ impl Machine {
         None
     }
 
+    fn check_shadow(&mut self, p: PteRef, write: bool) {
+        let owner = self.shadow[p.mm as usize][p.table as usize][p.index as usize];
+        if owner != UNPOISONED {
+            let in_irq = self.cpus[self.step_cpu as usize].in_interrupt();
+            self.report(Event::ShadowAccess {
+                pte: p,
+                write,
+                owner,
+                in_irq,
+            });
+        }
+    }
+
+    /// Poisons (or unpoisons) `nr` slots from the one `addr` points at, for this CPU.
+    pub fn kasan_host(&mut self, addr: usize, nr: i32, poison: bool) {
+        let Some(p) = self.resolve_host_addr(addr) else {
+            self.report(Event::WildAccess {
+                addr: addr as u64,
+                write: false,
+            });
+            return;
+        };
+        let owner = if poison { self.step_cpu } else { UNPOISONED };
+        let end = (p.index as i64 + nr.max(0) as i64).min(PTRS_PER_PTE as i64) as usize;
+        for slot in &mut self.shadow[p.mm as usize][p.table as usize][p.index as usize..end] {
+            *slot = owner;
+        }
+    }
+
+    /// Whether any slot is poisoned (by any CPU).
+    pub fn any_poisoned(&self) -> bool {
+        self.shadow
+            .iter()
+            .flatten()
+            .any(|t| t.iter().any(|&o| o != UNPOISONED))
+    }
+
     /// A load through a host pointer (the shim's `__ptep_get`).
     pub fn read_host(&mut self, addr: usize) -> u64 {
         match self.resolve_host_addr(addr) {
-            Some(p) => self.pte(p),
+            Some(p) => {
+                self.check_shadow(p, false);
+                self.pte(p)
+            }
             None => {
                 self.report(Event::WildAccess {
                     addr: addr as u64,
@@ -462,7 +520,10 @@ impl Machine {
     /// A store through a host pointer (the shim's `__set_pte`).
     pub fn store_host(&mut self, addr: usize, value: u64) {
         match self.resolve_host_addr(addr) {
-            Some(p) => self.store(p, value),
+            Some(p) => {
+                self.check_shadow(p, true);
+                self.store(p, value)
+            }
             None => self.report(Event::WildAccess {
                 addr: addr as u64,
                 write: true,
@@ -559,6 +620,33 @@ impl Machine {
             None => self.report(Event::WildAccess {
                 addr: ptep as u64,
                 write: true,
+            }),
+        }
+    }
+
+    /// IPTE as the instruction takes its operands: table origin from `ptep`, page index
+    /// from `addr`.
+    pub fn ipte_host(&mut self, addr: u64, ptep: usize, local: bool) {
+        let origin = ptep & !(PTRS_PER_PTE * 8 - 1);
+        match self.resolve_host_addr(origin) {
+            Some(t) => self.ipte(
+                PteRef::new(t.mm, t.table, ((addr >> 12) & 0xff) as u16),
+                local,
+            ),
+            None => self.report(Event::WildAccess {
+                addr: ptep as u64,
+                write: true,
+            }),
+        }
+    }
+
+    /// An ultravisor call on the PTE a host pointer points at.
+    pub fn uv_host(&mut self, ptep: usize, kind: UvKind) {
+        match self.resolve_host_addr(ptep) {
+            Some(p) => self.uv_call(p, kind),
+            None => self.report(Event::WildAccess {
+                addr: ptep as u64,
+                write: false,
             }),
         }
     }
@@ -672,8 +760,9 @@ impl Machine {
     /// The attach-mask half of `switch_mm`: leave the current user mm, run `next`.
     /// The caller (kernel logic) adds `mm_cpumask` and the owed flush.
     pub fn switch_attach(&mut self, cpu: u8, next: Option<u8>) {
-        if let Some(prev) = self.cpus[cpu as usize].current_mm {
-            self.mms[prev as usize].ctx.attach_mask &= !Self::cpu_bit(cpu);
+        // A CPU runs one user mm; adversarial configs may attach it to several.
+        for mm in self.mms.iter_mut().filter(|mm| mm.kind == MmKind::User) {
+            mm.ctx.attach_mask &= !Self::cpu_bit(cpu);
         }
         self.cpus[cpu as usize].current_mm = next;
         if let Some(n) = next {
