@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod exec;
 pub mod gen;
+pub mod isolate;
 pub mod machine;
 pub mod program;
 pub mod pte;

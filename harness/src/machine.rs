@@ -201,8 +201,14 @@ pub enum Event {
     StoreToValidPte { pte: PteRef, old: u64, new: u64 },
     /// The lazy policy's store of `old | I` without `flush_mm` set by the end of the step.
     LazyInvalidateWithoutOwedFlush { pte: PteRef },
-    /// A page-table access through a pointer that is in no page table.
-    WildAccess { addr: u64, write: bool },
+    /// A page-table access through a pointer that is in no page table, given as a byte
+    /// offset from the origin of the nearest table (host addresses differ between runs).
+    WildAccess {
+        mm: u8,
+        table: u8,
+        offset: i64,
+        write: bool,
+    },
     /// IPTE-range whose entries run past the end of the page table.
     IpteRangeCrossesTable {
         mm: u8,
@@ -403,7 +409,9 @@ impl Machine {
     pub fn read(&mut self, p: PteRef) -> u64 {
         if !self.exists(p) {
             self.report(Event::WildAccess {
-                addr: self.pseudo_addr(p),
+                mm: p.mm,
+                table: p.table,
+                offset: p.index as i64 * 8,
                 write: false,
             });
             return 0;
@@ -415,7 +423,9 @@ impl Machine {
     pub fn store(&mut self, p: PteRef, new: u64) {
         if !self.exists(p) {
             self.report(Event::WildAccess {
-                addr: self.pseudo_addr(p),
+                mm: p.mm,
+                table: p.table,
+                offset: p.index as i64 * 8,
                 write: true,
             });
             return;
@@ -438,9 +448,23 @@ impl Machine {
         self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = new;
     }
 
-    /// A stand-in address for a PTE reference outside every table, for reports.
-    fn pseudo_addr(&self, p: PteRef) -> u64 {
-        ((p.mm as u64) << 32) | ((p.table as u64) << 16) | (p.index as u64 * 8)
+    /// A wild access through a host pointer, reported against the nearest table.
+    fn wild(&mut self, addr: usize, write: bool) {
+        let mut best = (0u8, 0u8, i64::MAX);
+        for (m, mm) in self.mms.iter().enumerate() {
+            for (t, table) in mm.tables.iter().enumerate() {
+                let off = addr as i64 - table.entries.as_ptr() as i64;
+                if off.unsigned_abs() < best.2.unsigned_abs() {
+                    best = (m as u8, t as u8, off);
+                }
+            }
+        }
+        self.report(Event::WildAccess {
+            mm: best.0,
+            table: best.1,
+            offset: best.2,
+            write,
+        });
     }
 
     /// Host address of a PTE slot; the C target gets these as `pte_t *`.
@@ -479,10 +503,7 @@ impl Machine {
     /// Poisons (or unpoisons) `nr` slots from the one `addr` points at, for this CPU.
     pub fn kasan_host(&mut self, addr: usize, nr: i32, poison: bool) {
         let Some(p) = self.resolve_host_addr(addr) else {
-            self.report(Event::WildAccess {
-                addr: addr as u64,
-                write: false,
-            });
+            self.wild(addr, false);
             return;
         };
         let owner = if poison { self.step_cpu } else { UNPOISONED };
@@ -508,10 +529,7 @@ impl Machine {
                 self.pte(p)
             }
             None => {
-                self.report(Event::WildAccess {
-                    addr: addr as u64,
-                    write: false,
-                });
+                self.wild(addr, false);
                 0
             }
         }
@@ -524,10 +542,7 @@ impl Machine {
                 self.check_shadow(p, true);
                 self.store(p, value)
             }
-            None => self.report(Event::WildAccess {
-                addr: addr as u64,
-                write: true,
-            }),
+            None => self.wild(addr, true),
         }
     }
 
@@ -557,7 +572,9 @@ impl Machine {
     pub fn ipte(&mut self, p: PteRef, local: bool) {
         if !self.exists(p) {
             self.report(Event::WildAccess {
-                addr: self.pseudo_addr(p),
+                mm: p.mm,
+                table: p.table,
+                offset: p.index as i64 * 8,
                 write: true,
             });
             return;
@@ -574,7 +591,9 @@ impl Machine {
     pub fn ipte_range(&mut self, mm: u8, table: u8, first: u16, count: u16, local: bool) {
         if !self.config.has_table(mm, table) || first as usize >= PTRS_PER_PTE {
             self.report(Event::WildAccess {
-                addr: self.pseudo_addr(PteRef::new(mm, table, first)),
+                mm,
+                table,
+                offset: first as i64 * 8,
                 write: true,
             });
             return;
@@ -617,10 +636,7 @@ impl Machine {
                     local,
                 )
             }
-            None => self.report(Event::WildAccess {
-                addr: ptep as u64,
-                write: true,
-            }),
+            None => self.wild(ptep, true),
         }
     }
 
@@ -633,10 +649,7 @@ impl Machine {
                 PteRef::new(t.mm, t.table, ((addr >> 12) & 0xff) as u16),
                 local,
             ),
-            None => self.report(Event::WildAccess {
-                addr: ptep as u64,
-                write: true,
-            }),
+            None => self.wild(ptep, true),
         }
     }
 
@@ -644,10 +657,7 @@ impl Machine {
     pub fn uv_host(&mut self, ptep: usize, kind: UvKind) {
         match self.resolve_host_addr(ptep) {
             Some(p) => self.uv_call(p, kind),
-            None => self.report(Event::WildAccess {
-                addr: ptep as u64,
-                write: false,
-            }),
+            None => self.wild(ptep, false),
         }
     }
 
@@ -655,7 +665,9 @@ impl Machine {
     pub fn rdp(&mut self, p: PteRef) {
         if !self.exists(p) {
             self.report(Event::WildAccess {
-                addr: self.pseudo_addr(p),
+                mm: p.mm,
+                table: p.table,
+                offset: p.index as i64 * 8,
                 write: true,
             });
             return;
@@ -867,20 +879,15 @@ mod tests {
         assert_eq!(m.read_host(bad), 0);
         m.store_host(bad, 1);
         let ev = m.take_events();
-        assert_eq!(
-            ev[0].event,
-            Event::WildAccess {
-                addr: bad as u64,
-                write: false
-            }
-        );
-        assert_eq!(
-            ev[1].event,
-            Event::WildAccess {
-                addr: bad as u64,
-                write: true
-            }
-        );
+        // One entry past the end of mm0 t0: an offset, the same in any process.
+        let w = |write| Event::WildAccess {
+            mm: 0,
+            table: 0,
+            offset: 256 * 8,
+            write,
+        };
+        assert_eq!(ev[0].event, w(false));
+        assert_eq!(ev[1].event, w(true));
     }
 
     #[test]

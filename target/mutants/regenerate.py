@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Regenerates target/mutants/*.patch from the reference: run after editing the reference.
+
+Each mutant is a list of exact (old, new) edits of reference/arch/s390/mm/lazy_mmu.c;
+an edit that no longer matches exactly once fails loudly, so stale mutants are noticed."""
+import os, subprocess, shutil, tempfile
+HERE = os.path.dirname(os.path.abspath(__file__))
+REF = os.path.join(HERE, '..', 'reference')
+SRC = os.path.join(REF, 'arch/s390/mm/lazy_mmu.c')
+OUT = HERE
+ref = open(SRC).read()
+
+M = []
+def m(name, cls, desc, edits):
+    M.append((name, cls, desc, edits))
+
+m('lost-update-window', 'lost update',
+  'slot_fill() widens the pending window with "else if", so the first update of a section only moves start_pte and the window stays empty;\na section with a single update (enable_with_ptes, get_and_clear of one valid PTE, disable) never writes it out and leaves the slot pending.',
+  [('\tif (ptep < range->start_pte)\n\t\trange->start_pte = ptep;\n\tif (ptep >= range->end_pte)',
+    '\tif (ptep < range->start_pte)\n\t\trange->start_pte = ptep;\n\telse if (ptep >= range->end_pte)')])
+
+m('stale-ptep-get', 'stale ptep_get',
+  'ptep_get() inside the range reads page-table memory instead of the pending slot:\nafter ptep_get_and_clear(p) in the section, ptep_get(p) still returns the old valid PTE instead of 0x400.',
+  [('\trange = range_of(ptep, &idx);\n\tif (!range)\n\t\treturn false;\n\t*res = range_current(range, ptep, idx);',
+    '\trange = range_of(ptep, &idx);\n\tif (!range)\n\t\treturn false;\n\t*res = range_read(ptep);')])
+
+m('missed-ipte-run-skip', 'missed IPTE on part of a run',
+  'After a sub-run ends, the scan also skips the entry that ended it, so a valid sub-run that starts there loses the IPTE of its first entry;\nget_and_clear of [none, valid, valid] on a two-CPU mm invalidates only the last entry and stores 0x400 over the middle one while it is valid.',
+  [('\t\tptep += count;\n', '\t\tptep += count + 1;\n')])
+
+m('local-ipte-test-cpu', 'local IPTE where global is needed',
+  "The local IPTE-range is chosen when this CPU is in mm_cpumask() instead of being its only member:\non an mm attached to CPUs 0 and 1 with TLB-LC, a batched get_and_clear purges only CPU 0's TLB and CPU 1 keeps the old translation.",
+  [('} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu))) {',
+    '} else if (cpu_has_tlb_lc() && cpumask_test_cpu(cpu, mm_cpumask(mm))) {')])
+
+m('marker-leak-dense-window', 'marker leak to memory',
+  'range_store() writes every slot of [start_pte, end_pte) as if the window were dense:\nupdating entries 0 and 2 of a range writes the empty-slot marker 0x800 into entry 1, over a valid PTE and without IPTE.',
+  [('\t\tidx = ptep - range->base_pte;\n\t\tif (!slot_pending(range, idx))\n\t\t\tcontinue;\n\t\t__set_pte(ptep, range->cache[idx]);',
+    '\t\tidx = ptep - range->base_pte;\n\t\t__set_pte(ptep, range->cache[idx]);')])
+
+m('marker-returned', 'marker returned to a caller',
+  'ptep_get() inside the range returns the cache slot whether or not it is pending:\nptep_get of an in-range PTE not updated in the section returns the marker 0x800 instead of its value in memory.',
+  [('\trange = range_of(ptep, &idx);\n\tif (!range)\n\t\treturn false;\n\t*res = range_current(range, ptep, idx);',
+    '\trange = range_of(ptep, &idx);\n\tif (!range)\n\t\treturn false;\n\t*res = range->cache[idx];')])
+
+m('off-by-one-range-end', 'off-by-one range bound',
+  "range_of() accepts the entry just past the range: with a full-PMD range, an update of the next table's first PTE (allowed, it must go the eager way)\nlands in cache[256] past the cache and corrupts the pending bitmap; with a shorter range that entry is batched and can stay KASAN-poisoned.",
+  [('if (ptep < range->base_pte || ptep >= range->base_pte + range_nr(range))',
+    'if (ptep < range->base_pte || ptep > range->base_pte + range_nr(range))')])
+
+m('cache-not-reset', 'cache not reset after leave',
+  'slot_empty() writes the marker but leaves the pending bit set, so slots survive the leave:\nin the next section on that CPU, ptep_get of a PTE updated in an earlier section returns 0x800, and the stale slot is written out again.',
+  [('\trange->cache[idx] = __pte(PTE_POISON);\n\trange->pending[idx / RANGE_LONG_BITS] &= ~(1UL << (idx % RANGE_LONG_BITS));\n',
+    '\trange->cache[idx] = __pte(PTE_POISON);\n')])
+
+m('nested-disable-no-flush', 'nested disable not flushing',
+  'arch_flush_lazy_mmu_mode() does nothing and leaves the batch to the outermost leave:\nafter a nested enable, update, disable the caller relies on the update being in memory, but it only arrives at the outer disable.',
+  [('''void arch_flush_lazy_mmu_mode(void)
+{
+	struct ipte_range *range;
+
+	if (!test_facility(13))
+		return;
+	range = this_cpu_read(ipte_range);
+	if (range && range->base_pte)
+		range_apply(range);
+}''', '''void arch_flush_lazy_mmu_mode(void)
+{
+	/* The outermost arch_leave_lazy_mmu_mode() writes the batch out. */
+}''')])
+
+m('pause-no-flush', 'pause not flushing',
+  'arch_leave_lazy_mmu_mode() keeps the batch while the section is still enabled, i.e. when lazy_mmu_mode_pause() calls it:\na read during the pause (the KASAN shadow pattern) sees the pre-batch value, and an eager write made during the pause is overwritten at the final leave.',
+  [('\tif (range && range->base_pte) {\n\t\trange_apply(range);\n\t\tkasan_unpoison_pte',
+    '\tif (range && range->base_pte && !current->lazy_mmu_state.enable_count) {\n\t\trange_apply(range);\n\t\tkasan_unpoison_pte')])
+
+m('interrupt-routing', 'interrupt-context routing',
+  "In interrupt context the pending value is written out, but the update is still routed into the batch instead of going the eager way;\n"
+  "a set_pte or get_and_clear from an interrupt on a PTE of the interrupted section's range is not in memory when the interrupt returns.",
+  [('''	if (range && in_interrupt()) {
+		range_release(range, ptep, *idx);
+		return NULL;
+	}
+	return range;''', '''	if (range && in_interrupt())
+		range_release(range, ptep, *idx);
+	return range;''')])
+
+m('wrong-split-pending-value', 'wrong run splitting at leave',
+  'Sub-runs are extended by the I bit of the pending values instead of the real I bit in memory:\nget_and_clear of [none, valid, valid] forms one "invalid" run (every pending value is 0x400), so no IPTE is issued and valid PTEs are overwritten.',
+  [('\t\t       (pte_val(__ptep_get(ptep + count)) & _PAGE_INVALID) == invalid)',
+    '\t\t       (pte_val(range->cache[ptep + count - range->base_pte]) & _PAGE_INVALID) == invalid)')])
+
+m('store-before-invalidate', 'wrong run splitting at leave (store before invalidate)',
+  'range_apply() stores the pending values before invalidating; the stores empty the slots, so the invalidation pass finds nothing:\na batched get_and_clear of valid PTEs on a two-CPU mm issues no IPTE at all, stores over valid PTEs and leaves stale TLB entries.',
+  [('\trange_invalidate_runs(range);\n\trange_store(range);\n',
+    '\trange_store(range);\n\trange_invalidate_runs(range);\n')])
+
+m('pending-by-marker', 'marker mistaken for "nothing pending"',
+  'Pending-ness is decided by comparing the slot with the marker instead of the bitmap:\nset_pte of the value 0x800 (_PAGE_LARGE, a legal software value) in a section is dropped; memory keeps the old value and ptep_get returns it.',
+  [('\treturn range->pending[idx / RANGE_LONG_BITS] & (1UL << (idx % RANGE_LONG_BITS));',
+    '\treturn pte_val(range->cache[idx]) != PTE_POISON;')])
+
+m('full-no-apply', 'stale value in the full-mm clear',
+  '__lazy_mmu_ptep_get_and_clear_full() falls back to the eager code without writing the batch out:\nafter set_pte(p, X) in the section, ptep_get_and_clear_full(p, 1) returns the old memory value and the leave writes X back over the cleared entry.',
+  [('\t\treturn false;\n\trange_apply(range);\n\tkasan_unpoison_pte(ptep, 1);\n',
+    '\t\treturn false;\n\tkasan_unpoison_pte(ptep, 1);\n')])
+
+m('protected-mm-batched', 'protected mm batched',
+  'range_sane() forgets mm_is_protected(), so a get_and_clear on a secure-execution guest is batched:\nthe wrapper then calls the ultravisor while the PTE is still valid in memory.',
+  [('\tif (!mm || !pte || mm_is_protected(mm))', '\tif (!mm || !pte)')])
+
+m('owed-flush-forgotten', 'owed TLB flush forgotten',
+  "On an mm that only this CPU runs, the batch sets the I bit without IPTE but does not set flush_mm:\nthe caller's flush_tlb_range() then flushes nothing and this CPU's TLB keeps the translation of a cleared PTE.",
+  [('\t\tmm->context.flush_mm = 1;\n', '')])
+
+m('range-crosses-pmd', 'missing range hardening',
+  'range_sane() no longer checks that [addr, end) stays in one PMD: an adversarial range running past the end of the page table is recorded,\nentries beyond the table are batched as if they belonged to it, and an IPTE-range can cross the end of the table.',
+  [('\tif ((addr >> PMD_SHIFT) != ((end - 1) >> PMD_SHIFT))\n\t\treturn false;\n', '')])
+
+if os.path.isdir(OUT):
+    for f in os.listdir(OUT):
+        if f.endswith('.patch'):
+            os.remove(os.path.join(OUT, f))
+os.makedirs(OUT, exist_ok=True)
+for n, (name, cls, desc, edits) in enumerate(M, 1):
+    s = ref
+    for old, new in edits:
+        assert s.count(old) == 1, (name, old, s.count(old))
+        s = s.replace(old, new)
+    d = tempfile.mkdtemp()
+    os.makedirs(d + '/a/arch/s390/mm'); os.makedirs(d + '/b/arch/s390/mm')
+    shutil.copy(SRC, d + '/a/arch/s390/mm/lazy_mmu.c')
+    open(d + '/b/arch/s390/mm/lazy_mmu.c', 'w').write(s)
+    diff = subprocess.run(['diff', '-u', 'a/arch/s390/mm/lazy_mmu.c', 'b/arch/s390/mm/lazy_mmu.c'],
+                          cwd=d, capture_output=True, text=True).stdout
+    # drop timestamps from the file header lines
+    lines = diff.splitlines(True)
+    lines[0] = '--- a/arch/s390/mm/lazy_mmu.c\n'
+    lines[1] = '+++ b/arch/s390/mm/lazy_mmu.c\n'
+    hdr = 'Bug-class: %s\nDescription: %s\n\n' % (cls, desc.replace('\n', '\n '))
+    fn = '%s/%02d-%s.patch' % (OUT, n, name)
+    open(fn, 'w').write(hdr + ''.join(lines))
+    shutil.rmtree(d)
+    print(fn)

@@ -1,0 +1,65 @@
+//! The shim and the reference implementation, embedded so that the rig compiles them
+//! from any working directory.
+
+/// Every shim file, by its path under the shim directory.
+pub const SHIM_FILES: &[(&str, &str)] = &[
+    (
+        "include/shim/types.h",
+        include_str!("../shim/include/shim/types.h"),
+    ),
+    (
+        "include/shim/stubs.h",
+        include_str!("../shim/include/shim/stubs.h"),
+    ),
+    (
+        "include/shim/hooks.h",
+        include_str!("../shim/include/shim/hooks.h"),
+    ),
+    (
+        "include/linux/pgtable.h",
+        include_str!("../shim/include/linux/pgtable.h"),
+    ),
+    (
+        "include/linux/kasan.h",
+        include_str!("../shim/include/linux/kasan.h"),
+    ),
+    (
+        "include/linux/slab.h",
+        include_str!("../shim/include/linux/slab.h"),
+    ),
+    (
+        "include/asm/facility.h",
+        include_str!("../shim/include/asm/facility.h"),
+    ),
+    (
+        "include/asm/lazy_mmu.h",
+        include_str!("../shim/include/asm/lazy_mmu.h"),
+    ),
+    (
+        "include/kunit/visibility.h",
+        include_str!("../shim/include/kunit/visibility.h"),
+    ),
+    ("runtime.c", include_str!("../shim/runtime.c")),
+];
+
+/// The built-in reference implementation (v3+ ABI).
+pub const REFERENCE_C: &str = include_str!("../reference/arch/s390/mm/lazy_mmu.c");
+pub const REFERENCE_H: &str = include_str!("../reference/arch/s390/include/asm/lazy_mmu.h");
+
+/// Where the mutants live in a checkout of the rig.
+pub fn mutants_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mutants")
+}
+
+/// The mutant patches, sorted by name.
+pub fn mutant_paths() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(mutants_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
