@@ -116,3 +116,38 @@ fn gen_is_deterministic_and_parses_back() {
     let (ok, out, _) = lazymmu(&["check", &f]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn replay_runs_the_reference_c_implementation() {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/corpus/seeds/zap_pte_range.ops"
+    );
+    let (ok, out, err) = lazymmu(&["replay", "--reference", seed]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("implementation: reference\n"), "{out}");
+    assert!(
+        out.contains("ipte-range global mm0 t0[16..19] (3 entries)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn compile_names_what_is_wrong_with_a_tree() {
+    let tree = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/fixtures/errors/empty-tree"
+    );
+    let (ok, _, err) = lazymmu(&["compile", "--kernel", tree]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("no lazy-MMU implementation under {tree}")),
+        "{err}"
+    );
+    let (ok, out, err) = lazymmu(&["compile", "--mutant", "07"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("generation v3+") && out.contains("bug class: off-by-one range bound"),
+        "{out}"
+    );
+}
