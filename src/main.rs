@@ -1,7 +1,12 @@
 //! `lazymmu`: the command line of the rig.
 
+mod fuzzing;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use lazymmu_engine::fuzz::ModeSel;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lazymmu_harness::{contract, gen, isolate, report, text, Mode, Program, Trace};
@@ -28,46 +33,86 @@ enum ModeArg {
     Adversarial,
 }
 
-/// Which implementation to run (none given: the eager oracle).
+#[derive(Clone, Copy, ValueEnum)]
+enum FuzzMode {
+    /// Programs that keep the API contract: findings are bugs.
+    Realistic,
+    /// Programs that may break it: findings are hardening.
+    Adversarial,
+    /// Both.
+    Mixed,
+}
+
+impl FuzzMode {
+    fn sel(self) -> ModeSel {
+        match self {
+            FuzzMode::Realistic => ModeSel::Realistic,
+            FuzzMode::Adversarial => ModeSel::Adversarial,
+            FuzzMode::Mixed => ModeSel::Mixed,
+        }
+    }
+}
+
+fn seeds_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/seeds"))
+}
+
+/// Which implementation(s) to run.
 #[derive(Args, Clone, Default)]
 struct ImplArgs {
     /// A Linux tree with the series applied: its arch/s390/mm/lazy_mmu.c (v3+) or
     /// ipte_batch.c (RFC, v2), plus arch/s390/include/asm/lazy_mmu.h when present, is
     /// compiled against the rig's shim at run time (cached by content hash in
-    /// $LAZYMMU_CACHE or ~/.cache/lazymmu).
+    /// $LAZYMMU_CACHE or ~/.cache/lazymmu). May be repeated where several are checked.
     #[arg(long, value_name = "PATH")]
-    kernel: Option<PathBuf>,
-    /// One implementation file, of any generation.
+    kernel: Vec<PathBuf>,
+    /// One implementation file, of any generation. May be repeated.
     #[arg(long = "impl", value_name = "FILE")]
-    impl_file: Option<PathBuf>,
+    impl_file: Vec<PathBuf>,
     /// The built-in reference implementation.
     #[arg(long)]
     reference: bool,
     /// A mutant of the reference: a path, or a name from target/mutants (e.g. 07 or
-    /// off-by-one-range-end).
+    /// off-by-one-range-end). May be repeated.
     #[arg(long, value_name = "NAME")]
-    mutant: Option<String>,
+    mutant: Vec<String>,
 }
 
 impl ImplArgs {
-    fn source(&self) -> Result<Option<Source>, String> {
-        let mut v = vec![];
-        if let Some(k) = &self.kernel {
-            v.push(Source::KernelTree(k.clone()));
-        }
-        if let Some(f) = &self.impl_file {
-            v.push(Source::File(f.clone()));
-        }
+    fn sources(&self) -> Result<Vec<Source>, String> {
+        let mut v: Vec<Source> = self
+            .kernel
+            .iter()
+            .map(|k| Source::KernelTree(k.clone()))
+            .collect();
+        v.extend(self.impl_file.iter().map(|f| Source::File(f.clone())));
         if self.reference {
             v.push(Source::Reference);
         }
-        if let Some(m) = &self.mutant {
+        for m in &self.mutant {
             v.push(Source::Mutant(find_mutant(m)?));
         }
+        Ok(v)
+    }
+
+    /// At most one implementation (None: the oracle).
+    fn source(&self) -> Result<Option<Source>, String> {
+        let mut v = self.sources()?;
         match v.len() {
-            0 => Ok(None),
-            1 => Ok(v.pop()),
-            _ => Err("give one of --kernel, --impl, --reference, --mutant".into()),
+            0 | 1 => Ok(v.pop()),
+            _ => Err(
+                "give one implementation here (--kernel, --impl, --reference or --mutant)".into(),
+            ),
+        }
+    }
+
+    /// Command-line arguments naming `source`, for a worker process.
+    fn args_for(source: &Source) -> Vec<String> {
+        match source {
+            Source::Reference => vec!["--reference".into()],
+            Source::Mutant(p) => vec!["--mutant".into(), p.display().to_string()],
+            Source::KernelTree(p) => vec!["--kernel".into(), p.display().to_string()],
+            Source::File(p) => vec!["--impl".into(), p.display().to_string()],
         }
     }
 }
@@ -130,6 +175,85 @@ enum Command {
     /// Check a program against the lazy-MMU API contract (SEMANTICS.md section 4) and say
     /// whether it is realistic, listing every rule it breaks.
     Check { file: PathBuf },
+    /// Fuzz implementations against the eager oracle (default: the built-in reference):
+    /// structure-aware mutation of programs, guided by model coverage, starting from the
+    /// seed corpus. Findings are written as they appear to OUT/<impl>/findings/<signature>/
+    /// (deduplicated by signature); the corpus in OUT/<impl>/corpus/ is reloaded by the
+    /// next run, so an interrupted run loses nothing. A crash in the C code is caught with
+    /// its program. Exits 1 if a bug or performance finding was made.
+    Fuzz {
+        #[command(flatten)]
+        implementation: ImplArgs,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        time: Option<f64>,
+        /// Stop after this many programs (all jobs together). With --jobs 1 the run is
+        /// deterministic from --seed.
+        #[arg(long)]
+        runs: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        #[arg(long, value_enum, default_value = "realistic")]
+        mode: FuzzMode,
+        /// Output directory.
+        #[arg(long, default_value = "fuzz-out")]
+        out: PathBuf,
+        /// Seed corpus directory.
+        #[arg(long)]
+        seeds: Option<PathBuf>,
+    },
+    /// One fuzzing worker (started by `fuzz` and `mutants`).
+    #[command(hide = true)]
+    FuzzWorker {
+        #[command(flatten)]
+        implementation: ImplArgs,
+        #[arg(long, default_value_t = 0)]
+        worker: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "realistic")]
+        mode: FuzzMode,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        seeds: PathBuf,
+        #[arg(long)]
+        runs: Option<u64>,
+        #[arg(long)]
+        time: Option<f64>,
+        /// Stop at the first finding the reference does not show.
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Fuzz every mutant in target/mutants (realistic and adversarial programs) until a
+    /// program shows a finding the reference does not, and print a table: mutant, bug
+    /// class, killed, time and programs to kill, signature. Exits 1 if any survives.
+    Mutants {
+        /// Seconds per mutant.
+        #[arg(long, default_value_t = 60.0)]
+        budget: f64,
+        /// Mutants fuzzed at the same time.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only mutants whose file name starts with one of these.
+        #[arg(long)]
+        only: Vec<String>,
+        #[arg(long, default_value = "mutants-out")]
+        out: PathBuf,
+    },
+    /// Throughput on one core: programs/s through the reference C target alone, the
+    /// oracle alone, and the full differential check, and their ratio, from one run.
+    Bench {
+        #[arg(long, default_value_t = 20_000)]
+        programs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Generate a random program from a seed and print it in the .ops format.
     Gen {
         /// Seed of the generator: the same seed gives the same program everywhere.
@@ -244,6 +368,119 @@ fn main() -> ExitCode {
                 ))
             }
         }),
+        Command::Fuzz {
+            implementation,
+            time,
+            runs,
+            seed,
+            jobs,
+            mode,
+            out,
+            seeds,
+        } => (|| {
+            let mut sources = implementation.sources()?;
+            if sources.is_empty() {
+                sources.push(Source::Reference);
+            }
+            if time.is_none() && runs.is_none() {
+                return Err("give a budget: --time SECS and/or --runs N".to_string());
+            }
+            let plan = fuzzing::FuzzPlan {
+                sources,
+                out,
+                seeds: seeds.unwrap_or_else(seeds_dir),
+                seed,
+                jobs,
+                mode: mode.sel(),
+                time: time.map(Duration::from_secs_f64),
+                runs,
+            };
+            let result = fuzzing::fuzz(&plan)?;
+            let bad: usize = result
+                .values()
+                .map(|s| s.keys().filter(|k| !k.contains("-hardening-")).count())
+                .sum();
+            if bad > 0 {
+                Err(format!("{bad} bug or performance signature(s) found"))
+            } else {
+                Ok(())
+            }
+        })(),
+        Command::FuzzWorker {
+            implementation,
+            worker,
+            seed,
+            mode,
+            out,
+            seeds,
+            runs,
+            time,
+            kill,
+        } => (|| {
+            let source = implementation.source()?.unwrap_or(Source::Reference);
+            let args = fuzzing::WorkerArgs {
+                worker,
+                seed,
+                mode: mode.sel(),
+                out,
+                seeds,
+                runs,
+                time: time.map(Duration::from_secs_f64),
+                kill,
+            };
+            fuzzing::worker(&source, &args).map(|_| ())
+        })(),
+        Command::Mutants {
+            budget,
+            jobs,
+            seed,
+            only,
+            out,
+        } => (|| {
+            let rows = fuzzing::mutants(
+                &only,
+                Duration::from_secs_f64(budget),
+                jobs,
+                seed,
+                &seeds_dir(),
+                &out,
+            )?;
+            println!(
+                "{:<32} {:<34} {:<7} {:>8} {:>9}  first finding",
+                "mutant", "bug class", "killed", "time s", "programs"
+            );
+            let mut times = vec![];
+            for r in &rows {
+                match &r.killed {
+                    Some((t, n, sig)) => {
+                        times.push(*t);
+                        println!(
+                            "{:<32} {:<34} {:<7} {:>8.2} {:>9}  {sig}",
+                            r.name, r.class, "yes", t, n
+                        )
+                    }
+                    None => println!(
+                        "{:<32} {:<34} {:<7} {:>8} {:>9}  -",
+                        r.name, r.class, "NO", "-", "-"
+                    ),
+                }
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let survived = rows.iter().filter(|r| r.killed.is_none()).count();
+            if let Some(m) = times.get(times.len() / 2) {
+                println!(
+                    "killed {}/{}; median time to kill {m:.2}s (budget {budget}s each)",
+                    times.len(),
+                    rows.len()
+                );
+            }
+            if survived > 0 {
+                Err(format!("{survived} mutant(s) survived"))
+            } else {
+                Ok(())
+            }
+        })(),
+        Command::Bench { programs, seed } => fuzzing::bench(programs, seed),
         Command::Gen { seed, mode, bytes } => {
             let mode = match mode {
                 ModeArg::Realistic => Mode::Realistic,

@@ -18,6 +18,11 @@
 //!   covers it and no other CPU is between `ptep_modify_prot_start` and commit on it (the
 //!   caller owns that kernel mapping). In interrupt context only init_mm
 //!   PTEs outside the interrupted task's range are touched, and no lock is taken.
+//! * `ptep_clear_flush`, which no generation routes, is not used on the CPU's own active
+//!   range (its callers, faults and rmap walks, run outside sections).
+//! * An init_mm PTE inside another CPU's active range is never touched (kernel ranges are
+//!   owned); the init_mm lock justifies an update only outside a running section (the
+//!   KASAN shadow callbacks pause first).
 //! * `set_pte`, `set_ptes` and `pte_clear` only store over entries that are invalid (in
 //!   eager terms), with values a kernel stores (never a marker value or random bits).
 //! * `ptep_get_and_clear_full(full=1)` only runs on a user mm no CPU runs (exit_mmap).
@@ -109,7 +114,7 @@ impl ContractState {
             .iter()
             .map(|m| vec![PTE_NONE; m.tables as usize * PTRS_PER_PTE])
             .collect();
-        for i in &config.init {
+        for i in config.init.iter().filter(|i| config.has_pte(i.pte)) {
             memory[i.pte.mm as usize][i.pte.table as usize * PTRS_PER_PTE + i.pte.index as usize] =
                 i.value;
         }
@@ -172,10 +177,26 @@ impl ContractState {
                 && !me.holds(p.mm, p.table)
                 && others_free();
         }
-        if me.holds(p.mm, p.table) {
+        if !self.is_init(p.mm) {
+            return me.holds(p.mm, p.table);
+        }
+        // init_mm: a kernel range belongs to the CPU whose section covers it; nobody else
+        // touches it, not even under the lock.
+        if self
+            .cpus
+            .iter()
+            .enumerate()
+            .any(|(c, s)| c != cpu as usize && s.active_range().is_some_and(|r| r.contains(p)))
+        {
+            return false;
+        }
+        if me.active_range().is_some_and(|r| r.contains(p)) {
             return true;
         }
-        self.is_init(p.mm) && (me.active_range().is_some_and(|r| r.contains(p)) || others_free())
+        // Elsewhere the init_mm lock orders updates (the KASAN shadow callbacks), and its
+        // holders pause any section of theirs first; or the caller owns the mapping.
+        let section_running = me.enable_count > 0 && me.pause_count == 0;
+        (me.holds(p.mm, p.table) && !section_running) || others_free()
     }
 
     fn lock_free(&self, mm: u8, table: u8) -> bool {
@@ -327,8 +348,18 @@ impl ContractState {
             | Op::PtepGetAndClearFull { pte, full: false }
             | Op::PtepTestAndClearYoung { pte }
             | Op::ModifyProtStart { pte }
-            | Op::SetWrprotect { pte }
-            | Op::PtepClearFlush { pte } => touch(pte),
+            | Op::SetWrprotect { pte } => touch(pte),
+            Op::PtepClearFlush { pte } => {
+                touch(pte)?;
+                // Never routed; its callers (faults, rmap walks) run outside sections.
+                if me.active_range().is_some_and(|r| r.contains(pte)) {
+                    Err(format!(
+                        "ptep_clear_flush on {pte} inside the CPU's own active range"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
             Op::PtepGetLockless { .. } | Op::Access { .. } => Ok(()),
             Op::FlushTlbRange { range } => {
                 if me.in_irq() {

@@ -45,6 +45,9 @@ pub enum SyncKind {
     NestedDisable,
     /// A pause that left an active section.
     Pause,
+    /// The caller's TLB flush (`flush_tlb_range`, `flush_tlb_mm`): after it, rule 5 says
+    /// no TLB may hold a translation that differs from memory.
+    Flush,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,6 +74,8 @@ pub struct Trace {
     pub layout: Vec<u8>,
     pub steps: Vec<StepRecord>,
     pub syncs: Vec<SyncPoint>,
+    /// Snapshots right after every `flush_tlb_range` / `flush_tlb_mm`.
+    pub flushes: Vec<SyncPoint>,
     /// Machine rule events, in the order they happened.
     pub events: Vec<EventRecord>,
     /// The machine after the last step.
@@ -129,6 +134,7 @@ pub fn run(program: &Program, kernel: &mut dyn Kernel) -> Trace {
     kernel.start(&mut m);
     let mut steps = Vec::with_capacity(program.steps.len());
     let mut syncs = vec![];
+    let mut flushes = vec![];
     for (i, step) in program.steps.iter().enumerate() {
         let cpu = step.cpu;
         let c = cpu as usize;
@@ -165,6 +171,15 @@ pub fn run(program: &Program, kernel: &mut dyn Kernel) -> Trace {
                 snapshot: m.snapshot(),
             });
         }
+        if matches!(step.op, Op::FlushTlbRange { .. } | Op::FlushTlbMm { .. }) {
+            let snapshot = m.snapshot();
+            flushes.push(SyncPoint {
+                step: i,
+                cpu,
+                kind: SyncKind::Flush,
+                snapshot,
+            });
+        }
     }
     kernel.finish(&mut m);
     Trace {
@@ -172,6 +187,7 @@ pub fn run(program: &Program, kernel: &mut dyn Kernel) -> Trace {
         layout: m.layout(),
         steps,
         syncs,
+        flushes,
         events: m.take_events(),
         end: m.snapshot(),
     }

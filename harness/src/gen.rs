@@ -41,12 +41,7 @@ pub fn from_bytes(data: &[u8], mode: Mode) -> Program {
 
 pub fn generate(u: &mut Unstructured<'_>, mode: Mode) -> Result<Program> {
     let config = gen_config(u, mode)?;
-    let mut g = Gen {
-        st: ContractState::new(&config),
-        program: Program::new(config, vec![]),
-        hot: VecDeque::new(),
-        flush_owed: vec![None; 8],
-    };
+    let mut g = Gen::new(config);
     let mut attempts = 0;
     while g.program.steps.len() < MAX_STEPS && !u.is_empty() && attempts < MAX_STEPS * 4 {
         attempts += 1;
@@ -193,6 +188,15 @@ struct Gen {
 }
 
 impl Gen {
+    fn new(config: MachineConfig) -> Gen {
+        Gen {
+            st: ContractState::new(&config),
+            program: Program::new(config, vec![]),
+            hot: VecDeque::new(),
+            flush_owed: vec![None; 8],
+        }
+    }
+
     fn push(&mut self, step: Step, mode: Mode) {
         if self.program.validate_step(&step).is_err() {
             return;
@@ -206,6 +210,11 @@ impl Gen {
             );
             return;
         }
+        self.track(step);
+    }
+
+    /// Follows a step already in the program: state, hot PTEs, owed flushes.
+    fn track(&mut self, step: Step) {
         let c = step.cpu as usize;
         // Leaving the outermost section of a range: the caller flushes it afterwards.
         if step.op == Op::Disable {
@@ -527,6 +536,8 @@ impl Gen {
             ClearFlush,
         }
         let invalid = !pte::valid(v);
+        let own_range = self.st.cpus[cpu as usize].active_range();
+        let me_range_has = |p: PteRef| own_range.is_some_and(|r| r.contains(p));
         let w = |cond: bool, weight: u32| if cond { weight } else { 0 };
         let choice = pick(
             u,
@@ -541,7 +552,7 @@ impl Gen {
                 (8, P::Young),
                 (w(pte::pte_present(v), 8), P::ProtStart),
                 (8, P::Wrprotect),
-                (5, P::ClearFlush),
+                (w(!me_range_has(pte), 5), P::ClearFlush),
             ],
         )?;
         Ok(choice.and_then(|c| {
@@ -614,6 +625,38 @@ impl Gen {
             }
         }
     }
+}
+
+/// A step the generator would issue after `program.steps[..index]`, from `bytes`: for
+/// the engines' insert mutation. Realistic unless the program is adversarial (then one in
+/// four is arbitrary).
+pub fn propose_step(program: &Program, index: usize, bytes: &[u8]) -> Option<Step> {
+    let mut g = Gen::new(program.config.clone());
+    for s in &program.steps[..index.min(program.steps.len())] {
+        if program.validate_step(s).is_ok() {
+            g.track(s.clone());
+        }
+    }
+    let mut u = Unstructured::new(bytes);
+    let cpu = u.int_in_range(0..=program.config.cpus - 1).ok()?;
+    let op = if program.config.mode == Mode::Adversarial && u.ratio(1, 4).ok()? {
+        random_op(&mut u, &program.config).ok()?
+    } else {
+        g.realistic_op(&mut u, cpu).ok()??
+    };
+    let step = Step { cpu, op };
+    program.validate_step(&step).ok().map(|_| step)
+}
+
+/// Appends what callers do at the end: commit open transactions, close every open
+/// interrupt, section, pause and lock, LIFO, with the owed flush after a section.
+pub fn close_open(program: &mut Program) {
+    let mut g = Gen::new(program.config.clone());
+    for s in &program.steps {
+        g.track(s.clone());
+    }
+    g.close_all(program.config.mode);
+    *program = g.program;
 }
 
 /// Any step the language can express, contract or not.

@@ -2,6 +2,7 @@
 //! contract (`contract`), the simulated s390 machine (`machine`) and the run loop that
 //! drives a kernel implementation over it (`exec`).
 
+pub mod check;
 pub mod contract;
 pub mod exec;
 pub mod gen;

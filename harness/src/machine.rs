@@ -171,6 +171,11 @@ impl Counters {
     pub fn global_iptes(&self) -> u64 {
         self.ipte_global + self.ipte_range_global
     }
+    /// Instructions that may quiesce the whole machine: global IPTE and IPTE-range,
+    /// IDTE, CSP.
+    pub fn quiesce_events(&self) -> u64 {
+        self.global_iptes() + self.idte + self.flush_global
+    }
     fn count(&mut self, e: &HwEvent) {
         match *e {
             HwEvent::Ipte { local: true, .. } => self.ipte_local += 1,

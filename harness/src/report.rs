@@ -144,6 +144,7 @@ pub fn trace_text(program: &Program, trace: &Trace) -> String {
                 SyncKind::Disable => "leave",
                 SyncKind::NestedDisable => "nested flush",
                 SyncKind::Pause => "pause",
+                SyncKind::Flush => "flush",
             };
             writeln!(out, "    == sync point ({kind}) of cpu{} ==", s.cpu).unwrap();
             snapshot_text(&mut out, program, &trace.layout, &s.snapshot);

@@ -30,8 +30,8 @@ m('missed-ipte-run-skip', 'missed IPTE on part of a run',
 
 m('local-ipte-test-cpu', 'local IPTE where global is needed',
   "The local IPTE-range is chosen when this CPU is in mm_cpumask() instead of being its only member:\non an mm attached to CPUs 0 and 1 with TLB-LC, a batched get_and_clear purges only CPU 0's TLB and CPU 1 keeps the old translation.",
-  [('} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu))) {',
-    '} else if (cpu_has_tlb_lc() && cpumask_test_cpu(cpu, mm_cpumask(mm))) {')])
+  [('\tif (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))\n\t\t__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);',
+    '\tif (cpu_has_tlb_lc() && cpumask_test_cpu(cpu, mm_cpumask(mm)))\n\t\t__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);')])
 
 m('marker-leak-dense-window', 'marker leak to memory',
   'range_store() writes every slot of [start_pte, end_pte) as if the window were dense:\nupdating entries 0 and 2 of a range writes the empty-slot marker 0x800 into entry 1, over a valid PTE and without IPTE.',
@@ -117,11 +117,8 @@ m('range-crosses-pmd', 'missing range hardening',
   'range_sane() no longer checks that [addr, end) stays in one PMD: an adversarial range running past the end of the page table is recorded,\nentries beyond the table are batched as if they belonged to it, and an IPTE-range can cross the end of the table.',
   [('\tif ((addr >> PMD_SHIFT) != ((end - 1) >> PMD_SHIFT))\n\t\treturn false;\n', '')])
 
-if os.path.isdir(OUT):
-    for f in os.listdir(OUT):
-        if f.endswith('.patch'):
-            os.remove(os.path.join(OUT, f))
-os.makedirs(OUT, exist_ok=True)
+# Compute every patch first: a stale edit fails before anything is written.
+patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
     s = ref
     for old, new in edits:
@@ -133,12 +130,17 @@ for n, (name, cls, desc, edits) in enumerate(M, 1):
     open(d + '/b/arch/s390/mm/lazy_mmu.c', 'w').write(s)
     diff = subprocess.run(['diff', '-u', 'a/arch/s390/mm/lazy_mmu.c', 'b/arch/s390/mm/lazy_mmu.c'],
                           cwd=d, capture_output=True, text=True).stdout
+    shutil.rmtree(d)
     # drop timestamps from the file header lines
     lines = diff.splitlines(True)
     lines[0] = '--- a/arch/s390/mm/lazy_mmu.c\n'
     lines[1] = '+++ b/arch/s390/mm/lazy_mmu.c\n'
     hdr = 'Bug-class: %s\nDescription: %s\n\n' % (cls, desc.replace('\n', '\n '))
-    fn = '%s/%02d-%s.patch' % (OUT, n, name)
-    open(fn, 'w').write(hdr + ''.join(lines))
-    shutil.rmtree(d)
+    patches.append(('%s/%02d-%s.patch' % (OUT, n, name), hdr + ''.join(lines)))
+
+for f in os.listdir(OUT):
+    if f.endswith('.patch'):
+        os.remove(os.path.join(OUT, f))
+for fn, text in patches:
+    open(fn, 'w').write(text)
     print(fn)

@@ -6,8 +6,9 @@
  * PTEs in that range are kept in a per-CPU cache instead of being written to
  * the page table. When the mode is left or flushed, every run of updated
  * entries that is still valid in memory is invalidated with one IPTE-range,
- * and the new values are stored afterwards. This replaces one IPTE (often a
- * global one) per PTE by one per run.
+ * and the new values are stored afterwards. This replaces one global IPTE
+ * per PTE by one per run. Invalidations that need no global IPTE (a local
+ * one, or the lazy policy's owed flush) are done at once, as eagerly.
  *
  * PTEs outside the range, and every update made in interrupt context, take
  * the normal, eager path.
@@ -130,29 +131,22 @@ static pte_t range_current(struct ipte_range *range, pte_t *ptep, unsigned int i
 
 /*
  * Invalidate @count consecutive entries, all valid in memory, before new
- * values are stored. The policy matches the eager code, so that batching
- * never costs more global IPTEs: on an mm that only this CPU runs, set the
- * I bit without an IPTE and owe a full flush; use a local IPTE only when no
- * other CPU can hold TLB entries for the mm.
+ * values are stored: they are the updates the eager code would have
+ * invalidated with global IPTEs, one each; now one IPTE-range does, a local
+ * one if no other CPU can hold TLB entries for the mm by now.
  */
 static void range_invalidate(struct ipte_range *range, pte_t *ptep, unsigned int count)
 {
 	struct mm_struct *mm = range->mm;
 	int cpu = smp_processor_id();
 	unsigned long addr;
-	unsigned int i;
 
 	addr = range->base_addr + (ptep - range->base_pte) * PAGE_SIZE;
 	atomic_inc(&mm->context.flush_count);
-	if (cpumask_equal(&mm->context.cpu_attach_mask, cpumask_of(cpu))) {
-		for (i = 0; i < count; i++)
-			__set_pte(ptep + i, __pte(pte_val(__ptep_get(ptep + i)) | _PAGE_INVALID));
-		mm->context.flush_mm = 1;
-	} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu))) {
+	if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
 		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);
-	} else {
+	else
 		__ptep_ipte_range(addr, count - 1, ptep, IPTE_GLOBAL);
-	}
 	atomic_dec(&mm->context.flush_count);
 }
 
@@ -211,6 +205,54 @@ static void range_apply(struct ipte_range *range)
 	range_store(range);
 	kasan_poison_pte(start, end - start);
 	range_reset_window(range);
+}
+
+/* The invalidation policy the eager code uses for an operation. */
+enum eager_policy {
+	POLICY_DIRECT,	/* ptep_flush_direct(): test_and_clear_young */
+	POLICY_LAZY,	/* ptep_flush_lazy(): get_and_clear, modify_prot_start, wrprotect */
+};
+
+/*
+ * What the eager code would invalidate without a machine-wide quiesce is
+ * invalidated at once, the same way: the lazy policy's I bit with a flush
+ * owed, or a local IPTE. Deferred to the leave, it could need a global
+ * IPTE-range (another CPU may have joined the mm by then), and a different
+ * choice would change when the owed flush resets mm_cpumask. Only what the
+ * eager code would do with a global IPTE is batched: that is what batching
+ * is for.
+ */
+static void range_invalidate_now(struct ipte_range *range, pte_t *ptep, pte_t cur,
+				 enum eager_policy policy)
+{
+	struct mm_struct *mm = range->mm;
+	int cpu = smp_processor_id();
+	unsigned long addr;
+	pte_t old;
+
+	/* The eager code invalidates nothing if the current value is invalid. */
+	if (pte_val(cur) & _PAGE_INVALID)
+		return;
+	old = range_read(ptep);
+	addr = range->base_addr + (ptep - range->base_pte) * PAGE_SIZE;
+	if (policy == POLICY_LAZY &&
+	    cpumask_equal(&mm->context.cpu_attach_mask, cpumask_of(cpu))) {
+		atomic_inc(&mm->context.flush_count);
+		if (!(pte_val(old) & _PAGE_INVALID)) {
+			kasan_unpoison_pte(ptep, 1);
+			__set_pte(ptep, __pte(pte_val(old) | _PAGE_INVALID));
+			kasan_poison_pte(ptep, 1);
+		}
+		/* Owed even if memory still holds an invalid value: as eagerly. */
+		mm->context.flush_mm = 1;
+		atomic_dec(&mm->context.flush_count);
+	} else if (policy == POLICY_DIRECT && cpu_has_tlb_lc() &&
+		   cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)) &&
+		   !(pte_val(old) & _PAGE_INVALID)) {
+		atomic_inc(&mm->context.flush_count);
+		__ptep_ipte_range(addr, 0, ptep, IPTE_LOCAL);
+		atomic_dec(&mm->context.flush_count);
+	}
 }
 
 /* This CPU's range, if @ptep lies in it. */
@@ -293,6 +335,7 @@ bool __lazy_mmu_ptep_test_and_clear_young(unsigned long addr, pte_t *ptep, int *
 		return false;
 	pte = range_current(range, ptep, idx);
 	*res = pte_young(pte);
+	range_invalidate_now(range, ptep, pte, POLICY_DIRECT);
 	slot_fill(range, ptep, idx, pte_mkold(pte));
 	return true;
 }
@@ -307,6 +350,7 @@ bool __lazy_mmu_ptep_get_and_clear(unsigned long addr, pte_t *ptep, pte_t *res)
 	if (!range)
 		return false;
 	*res = range_current(range, ptep, idx);
+	range_invalidate_now(range, ptep, *res, POLICY_LAZY);
 	slot_fill(range, ptep, idx, __pte(_PAGE_INVALID));
 	return true;
 }
@@ -342,6 +386,7 @@ bool __lazy_mmu_ptep_modify_prot_start(unsigned long addr, pte_t *ptep, pte_t *r
 		return false;
 	pte = range_current(range, ptep, idx);
 	*res = pte;
+	range_invalidate_now(range, ptep, pte, POLICY_LAZY);
 	slot_fill(range, ptep, idx, __pte(pte_val(pte) | _PAGE_INVALID));
 	return true;
 }
@@ -371,8 +416,10 @@ bool __lazy_mmu_ptep_set_wrprotect(unsigned long addr, pte_t *ptep)
 	if (!range)
 		return false;
 	pte = range_current(range, ptep, idx);
-	if (pte_write(pte))
+	if (pte_write(pte)) {
+		range_invalidate_now(range, ptep, pte, POLICY_LAZY);
 		slot_fill(range, ptep, idx, pte_wrprotect(pte));
+	}
 	return true;
 }
 EXPORT_SYMBOL_IF_KUNIT(__lazy_mmu_ptep_set_wrprotect);

@@ -1,0 +1,582 @@
+//! `lazymmu fuzz`, `lazymmu mutants` and `lazymmu bench`.
+//!
+//! `fuzz` is a supervisor: each job is a worker process (`lazymmu fuzz-worker`) running
+//! the built-in loop on one implementation, reporting its statistics as JSON lines. A
+//! worker killed by a crash in the C code is recorded as a finding, with the program it
+//! was running (kept in a memory-mapped file), and restarted.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel, Stats};
+use lazymmu_engine::out::{load_dir, Inflight, OutDir};
+use lazymmu_engine::Differ;
+use lazymmu_harness::check::crash_verdict;
+use lazymmu_harness::isolate::Crash;
+use lazymmu_harness::{gen, Mode};
+use lazymmu_target::Source;
+
+use crate::ImplArgs;
+
+/// A directory name for an implementation's output.
+pub fn dir_name(source: &Source) -> String {
+    let raw = match source {
+        Source::Reference => "reference".to_string(),
+        Source::Mutant(p) => format!(
+            "mutant-{}",
+            p.file_stem().unwrap_or_default().to_string_lossy()
+        ),
+        Source::KernelTree(p) | Source::File(p) => p.display().to_string(),
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
+}
+
+pub struct FuzzPlan {
+    pub sources: Vec<Source>,
+    pub out: PathBuf,
+    pub seeds: PathBuf,
+    pub seed: u64,
+    pub jobs: usize,
+    pub mode: ModeSel,
+    pub time: Option<Duration>,
+    pub runs: Option<u64>,
+}
+
+fn mode_arg(m: ModeSel) -> &'static str {
+    match m {
+        ModeSel::Realistic => "realistic",
+        ModeSel::Adversarial => "adversarial",
+        ModeSel::Mixed => "mixed",
+    }
+}
+
+struct Worker {
+    child: Child,
+    source: usize,
+    out: PathBuf,
+    id: usize,
+    runs_before: u64,
+}
+
+fn spawn_worker(
+    plan: &FuzzPlan,
+    source: usize,
+    id: usize,
+    restarts: u64,
+    runs: Option<u64>,
+    time: Option<Duration>,
+    tx: &mpsc::Sender<(usize, String)>,
+) -> Result<Worker, String> {
+    let out = plan.out.join(dir_name(&plan.sources[source]));
+    let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    cmd.arg("fuzz-worker")
+        .args(["--worker", &id.to_string()])
+        .args([
+            "--seed",
+            &(plan
+                .seed
+                .wrapping_add(id as u64)
+                .wrapping_add(restarts * 1_000_003))
+            .to_string(),
+        ])
+        .args(["--mode", mode_arg(plan.mode)])
+        .arg("--out")
+        .arg(&out)
+        .arg("--seeds")
+        .arg(&plan.seeds)
+        .args(ImplArgs::args_for(&plan.sources[source]));
+    if let Some(r) = runs {
+        cmd.args(["--runs", &r.to_string()]);
+    }
+    if let Some(t) = time {
+        cmd.args(["--time", &format!("{:.3}", t.as_secs_f64())]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a worker: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((id, line)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Worker {
+        child,
+        source,
+        out,
+        id,
+        runs_before: 0,
+    })
+}
+
+/// Records the program a dead worker was running as a crash finding.
+fn record_crash(w: &Worker, name: &str, status: std::process::ExitStatus) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let text = Inflight::read(&w.out.join(".inflight").join(format!("worker-{}", w.id)))?;
+    let program = lazymmu_harness::text::parse(&text).ok()?;
+    let crash = Crash {
+        signal: status.signal(),
+        exit_code: status.code(),
+        stderr: String::new(),
+    };
+    let v = crash_verdict(&program, &crash);
+    let f = v.findings[0].clone();
+    let out = OutDir::new(&w.out).ok()?;
+    out.save_finding(name, &program, &f, &v, None).ok()?;
+    Some(f.signature())
+}
+
+fn progress_line(elapsed: Duration, stats: &BTreeMap<usize, Stats>, base_runs: u64) -> String {
+    let runs: u64 = stats.values().map(|s| s.runs).sum::<u64>() + base_runs;
+    let features: u64 = stats.values().map(|s| s.features).max().unwrap_or(0);
+    let corpus: u64 = stats.values().map(|s| s.corpus).sum();
+    let mut sigs: BTreeMap<&String, u64> = BTreeMap::new();
+    let mut hazards = 0;
+    for s in stats.values() {
+        for (k, n) in &s.findings {
+            *sigs.entry(k).or_default() += n;
+        }
+        hazards += s.hazards.len();
+    }
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "[{:>6.1}s] runs {runs} ({:.0}/s)  features {features}  corpus {corpus}  findings {}  hazards {hazards}",
+        secs,
+        runs as f64 / secs,
+        sigs.len()
+    )
+}
+
+/// Runs the supervisor; returns the distinct finding signatures per implementation.
+pub fn fuzz(plan: &FuzzPlan) -> Result<BTreeMap<String, BTreeMap<String, u64>>, String> {
+    if plan.sources.is_empty() {
+        return Err("no implementation to fuzz".into());
+    }
+    // Compile everything first: errors are reported before any worker starts.
+    let mut names = vec![];
+    for s in &plan.sources {
+        let built = lazymmu_target::loader::build(&s.resolve().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        names.push(built.name.clone());
+        eprintln!(
+            "lazymmu: fuzzing {} (generation {}), output in {}",
+            built.name,
+            built.generation.name(),
+            plan.out.join(dir_name(s)).display()
+        );
+    }
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let jobs = plan.jobs.max(1);
+    let runs_each = plan.runs.map(|r| r.div_ceil(jobs as u64));
+    let mut workers: BTreeMap<usize, Worker> = BTreeMap::new();
+    for id in 0..jobs.max(plan.sources.len()) {
+        workers.insert(
+            id,
+            spawn_worker(
+                plan,
+                id % plan.sources.len(),
+                id,
+                0,
+                runs_each,
+                plan.time,
+                &tx,
+            )?,
+        );
+    }
+    let mut stats: BTreeMap<usize, Stats> = BTreeMap::new();
+    let mut finished: BTreeMap<usize, Stats> = BTreeMap::new();
+    let mut crashes: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut restarts = 0u64;
+    let tty = std::io::stderr().is_terminal();
+    let mut last_print = Instant::now();
+    while !workers.is_empty() {
+        while let Ok((id, line)) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Ok(s) = serde_json::from_str::<Stats>(&line) {
+                stats.insert(id, s);
+            }
+            if last_print.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+        }
+        // Reap workers that are done or died.
+        let ids: Vec<usize> = workers.keys().copied().collect();
+        for id in ids {
+            let w = workers.get_mut(&id).unwrap();
+            let Ok(Some(status)) = w.child.try_wait() else {
+                continue;
+            };
+            let w = workers.remove(&id).unwrap();
+            // Drain what it printed last.
+            while let Ok((i, line)) = rx.try_recv() {
+                if let Ok(s) = serde_json::from_str::<Stats>(&line) {
+                    stats.insert(i, s);
+                }
+            }
+            let mut s = stats.remove(&id).unwrap_or_default();
+            s.runs += w.runs_before;
+            if status.success() {
+                finished.insert(id * 1000 + restarts as usize, s);
+                continue;
+            }
+            let name = &names[w.source];
+            match record_crash(&w, name, status) {
+                Some(sig) => {
+                    eprintln!(
+                        "\nlazymmu: {name} crashed ({status}); program saved under {}",
+                        w.out.join("findings").join(&sig).display()
+                    );
+                    *crashes
+                        .entry(name.clone())
+                        .or_default()
+                        .entry(sig)
+                        .or_default() += 1;
+                }
+                None => eprintln!(
+                    "\nlazymmu: a worker for {name} died ({status}) with no program in flight"
+                ),
+            }
+            finished.insert(id * 1000 + restarts as usize, s.clone());
+            restarts += 1;
+            let left_time = plan.time.map(|t| t.saturating_sub(start.elapsed()));
+            let left_runs = runs_each.map(|r| r.saturating_sub(s.runs));
+            let more = left_time.is_none_or(|t| t > Duration::from_millis(100))
+                && left_runs.is_none_or(|r| r > 0);
+            if more && restarts < 1000 {
+                let nw = spawn_worker(plan, w.source, id, restarts, left_runs, left_time, &tx)?;
+                workers.insert(id, nw);
+            }
+        }
+        if last_print.elapsed() >= Duration::from_millis(500) || workers.is_empty() {
+            last_print = Instant::now();
+            let all: BTreeMap<usize, Stats> = stats
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .chain(finished.iter().map(|(k, v)| (k + 1_000_000, v.clone())))
+                .collect();
+            let line = progress_line(start.elapsed(), &all, 0);
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    // Per implementation: every signature seen, with counts.
+    let mut result: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut hazards: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut total_runs = 0;
+    for (k, s) in &finished {
+        let src = (k % 1000) % plan.sources.len();
+        let name = names[src].clone();
+        total_runs += s.runs;
+        for (sig, n) in &s.findings {
+            *result
+                .entry(name.clone())
+                .or_default()
+                .entry(sig.clone())
+                .or_default() += n;
+        }
+        for (h, n) in &s.hazards {
+            *hazards
+                .entry(name.clone())
+                .or_default()
+                .entry(h.clone())
+                .or_default() += n;
+        }
+    }
+    for (name, sigs) in crashes {
+        for (sig, n) in sigs {
+            *result
+                .entry(name.clone())
+                .or_default()
+                .entry(sig)
+                .or_default() += n;
+        }
+    }
+    println!(
+        "{} programs in {:.1}s",
+        total_runs,
+        start.elapsed().as_secs_f64()
+    );
+    for (i, name) in names.iter().enumerate() {
+        let dir = plan.out.join(dir_name(&plan.sources[i]));
+        let sigs = result.get(name).cloned().unwrap_or_default();
+        let (bugs, other): (Vec<_>, Vec<_>) = sigs
+            .iter()
+            .partition(|(s, _)| !s.contains("-perf-") && !s.contains("-hardening-"));
+        println!(
+            "\n{name}: {} bug signature(s), {} performance/hardening signature(s)",
+            bugs.len(),
+            other.len()
+        );
+        for (sig, n) in bugs.iter().chain(other.iter()) {
+            println!(
+                "  {sig:<48} x{n:<6} {}",
+                dir.join("findings").join(sig).join("report.txt").display()
+            );
+        }
+        if let Some(h) = hazards.get(name) {
+            println!(
+                "  visibility hazards (rule 9, listed apart; see {}):",
+                dir.join("hazards").display()
+            );
+            for (k, n) in h {
+                println!("    {k:<46} x{n}");
+            }
+        }
+    }
+    Ok(result)
+}
+
+pub struct WorkerArgs {
+    pub worker: usize,
+    pub seed: u64,
+    pub mode: ModeSel,
+    pub out: PathBuf,
+    pub seeds: PathBuf,
+    pub runs: Option<u64>,
+    pub time: Option<Duration>,
+    pub kill: bool,
+}
+
+fn seed_programs(dir: &Path, mode: ModeSel) -> Vec<lazymmu_harness::Program> {
+    load_dir(dir)
+        .into_iter()
+        .map(|(_, mut p)| {
+            if mode == ModeSel::Adversarial {
+                p.config.mode = Mode::Adversarial;
+            }
+            p
+        })
+        .collect()
+}
+
+/// One worker: fuzzes one implementation, prints its statistics as JSON lines.
+pub fn worker(source: &Source, a: &WorkerArgs) -> Result<Stats, String> {
+    let kernel = lazymmu_target::load(source).map_err(|e| e.to_string())?;
+    let out = OutDir::new(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let kill_against = if a.kill {
+        Some(Differ::new(
+            lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    let cfg = Config {
+        seed: a.seed,
+        mode: a.mode,
+        runs: a.runs,
+        time: a.time,
+        seeds: seed_programs(&a.seeds, a.mode),
+        out: Some(out),
+        worker: a.worker,
+        kill_against,
+    };
+    let mut f = Fuzzer::new(Differ::new(kernel), cfg);
+    let stdout = std::io::stdout();
+    let stats = f.run(Duration::from_millis(400), |s| {
+        let mut lock = stdout.lock();
+        let _ = writeln!(lock, "{}", serde_json::to_string(s).unwrap_or_default());
+        let _ = lock.flush();
+    });
+    Ok(stats)
+}
+
+pub struct MutantRow {
+    pub name: String,
+    pub class: String,
+    pub killed: Option<(f64, u64, String)>,
+}
+
+/// Fuzzes every mutant against the reference with a time budget each.
+pub fn mutants(
+    only: &[String],
+    budget: Duration,
+    jobs: usize,
+    seed: u64,
+    seeds: &Path,
+    out: &Path,
+) -> Result<Vec<MutantRow>, String> {
+    let mut paths = lazymmu_target::sources::mutant_paths();
+    if !only.is_empty() {
+        paths.retain(|p| {
+            only.iter().any(|o| {
+                p.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .starts_with(o.as_str())
+            })
+        });
+    }
+    // Compile all first (and the reference), so the budgets are spent fuzzing.
+    let mut classes = vec![];
+    for p in &paths {
+        let b = lazymmu_target::loader::build(
+            &Source::Mutant(p.clone())
+                .resolve()
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        classes.push(b.bug_class.unwrap_or_default());
+    }
+    lazymmu_target::loader::build(&Source::Reference.resolve().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let mut rows: Vec<Option<MutantRow>> = (0..paths.len()).map(|_| None).collect();
+    let mut next = 0;
+    let mut running: Vec<(usize, Child, Instant, mpsc::Receiver<String>)> = vec![];
+    while next < paths.len() || !running.is_empty() {
+        while running.len() < jobs.max(1) && next < paths.len() {
+            let i = next;
+            next += 1;
+            let wout = out.join(dir_name(&Source::Mutant(paths[i].clone())));
+            let _ = std::fs::remove_dir_all(&wout);
+            let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+                .arg("fuzz-worker")
+                .args(["--kill", "--mode", "mixed", "--seed", &seed.to_string()])
+                .args(["--time", &format!("{}", budget.as_secs_f64())])
+                .arg("--out")
+                .arg(&wout)
+                .arg("--seeds")
+                .arg(seeds)
+                .arg("--mutant")
+                .arg(&paths[i])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let (tx, rx) = mpsc::channel();
+            let stdout = child.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            running.push((i, child, Instant::now(), rx));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut k = 0;
+        while k < running.len() {
+            let done = running[k].1.try_wait().ok().flatten();
+            let Some(status) = done else {
+                k += 1;
+                continue;
+            };
+            let (i, _, t0, rx) = running.remove(k);
+            let last: Option<Stats> = rx
+                .try_iter()
+                .filter_map(|l| serde_json::from_str(&l).ok())
+                .last();
+            let name = paths[i]
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let killed = if !status.success() {
+                // A crash in the mutant's C code kills it too.
+                Some((
+                    t0.elapsed().as_secs_f64(),
+                    last.as_ref().map_or(0, |s| s.runs),
+                    format!("lazymmu-crash ({status})"),
+                ))
+            } else {
+                last.and_then(|s| s.killed)
+                    .map(|k| (k.elapsed_ms as f64 / 1000.0, k.runs, k.signature))
+            };
+            eprintln!(
+                "lazymmu: {name}: {}",
+                match &killed {
+                    Some((t, r, sig)) => format!("killed in {t:.2}s, {r} programs: {sig}"),
+                    None => "survived".into(),
+                }
+            );
+            rows[i] = Some(MutantRow {
+                name,
+                class: classes[i].clone(),
+                killed,
+            });
+        }
+    }
+    Ok(rows.into_iter().flatten().collect())
+}
+
+/// Throughput on one core: the target alone, the oracle alone, and the full check.
+pub fn bench(programs: usize, seed: u64) -> Result<(), String> {
+    let mut bytes_rng = lazymmu_engine::rng::Rng::new(seed);
+    let corpus: Vec<_> = (0..programs)
+        .map(|_| {
+            let n = 64 + bytes_rng.below(1024);
+            gen::from_bytes(&bytes_rng.bytes(n), Mode::Realistic)
+        })
+        .collect();
+    let steps: usize = corpus.iter().map(|p| p.steps.len()).sum();
+    let mut kernel = lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?;
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    // Warm up caches and the allocator.
+    for p in corpus.iter().take(200) {
+        lazymmu_harness::run(p, &mut kernel);
+    }
+    let t_target = time(&mut || {
+        for p in &corpus {
+            std::hint::black_box(lazymmu_harness::run(p, &mut kernel));
+        }
+    });
+    let t_oracle = time(&mut || {
+        for p in &corpus {
+            std::hint::black_box(lazymmu_oracle::run(p));
+        }
+    });
+    let mut differ = Differ::new(kernel);
+    let mut findings = 0;
+    let t_full = time(&mut || {
+        for p in &corpus {
+            findings += differ.verdict(p).bugs().count();
+        }
+    });
+    let rate = |t: f64| programs as f64 / t;
+    println!("{programs} realistic programs ({steps} steps, seed {seed}), one core:");
+    println!(
+        "  target alone (reference C + shim + machine): {:>9.0} programs/s",
+        rate(t_target)
+    );
+    println!(
+        "  oracle alone:                                {:>9.0} programs/s",
+        rate(t_oracle)
+    );
+    println!(
+        "  full check (target + oracle + checkers):     {:>9.0} programs/s",
+        rate(t_full)
+    );
+    println!(
+        "  full check costs {:.2}x the target alone ({findings} bug findings)",
+        t_full / t_target
+    );
+    Ok(())
+}
