@@ -560,6 +560,23 @@ pub fn bench(programs: usize, seed: u64) -> Result<(), String> {
             findings += differ.verdict(p).bugs().count();
         }
     });
+    // The checkers alone, on traces computed beforehand (a subset: traces are large).
+    let sub = programs.min(2_000);
+    let traces: Vec<_> = corpus[..sub]
+        .iter()
+        .map(|p| {
+            (
+                lazymmu_harness::run(p, &mut differ.kernel),
+                lazymmu_oracle::run(p),
+            )
+        })
+        .collect();
+    let t_check = time(&mut || {
+        for (p, (t, o)) in corpus[..sub].iter().zip(&traces) {
+            std::hint::black_box(lazymmu_harness::check::check(p, t, o, differ.marker));
+        }
+    }) * programs as f64
+        / sub as f64;
     let rate = |t: f64| programs as f64 / t;
     println!("{programs} realistic programs ({steps} steps, seed {seed}), one core:");
     println!(
@@ -569,6 +586,10 @@ pub fn bench(programs: usize, seed: u64) -> Result<(), String> {
     println!(
         "  oracle alone:                                {:>9.0} programs/s",
         rate(t_oracle)
+    );
+    println!(
+        "  checkers alone (on precomputed traces):      {:>9.0} programs/s",
+        rate(t_check)
     );
     println!(
         "  full check (target + oracle + checkers):     {:>9.0} programs/s",

@@ -307,6 +307,13 @@ fn seeded_bytes(seed: u64, n: usize) -> Vec<u8> {
 }
 
 fn main() -> ExitCode {
+    // Traces allocate and free many 32 KiB memory images: keep freed memory in the heap
+    // instead of returning it to the kernel and faulting it back in on the next program.
+    // SAFETY: plain glibc tuning calls before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay {

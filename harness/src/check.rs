@@ -139,13 +139,11 @@ impl Verdict {
 pub const FEATURES: u32 = 1 << 16;
 
 fn feature(parts: &[u64]) -> u32 {
-    // FNV-1a: stable across processes and machines.
+    // A fixed mix of the parts: stable across processes, machines and versions.
     let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in p.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
+    for &p in parts {
+        h = (h ^ p).wrapping_mul(0x9e3779b97f4a7c15);
+        h ^= h >> 29;
     }
     (h % FEATURES as u64) as u32
 }
@@ -189,7 +187,7 @@ struct Checker<'a> {
     marker: u64,
     findings: Vec<Finding>,
     hazards: Vec<Hazard>,
-    features: BTreeSet<u32>,
+    features: Vec<u32>,
 }
 
 impl Checker<'_> {
@@ -207,7 +205,7 @@ impl Checker<'_> {
             None => (0, "end".to_string()),
         };
         self.features
-            .insert(feature(&[9, class as u64, step.min(3) as u64]));
+            .push(feature(&[9, class as u64, step.min(3) as u64]));
         self.findings.push(Finding {
             class,
             hardening: false,
@@ -246,6 +244,10 @@ impl Checker<'_> {
         o: &Snapshot,
         when: &str,
     ) {
+        // Most sync points agree byte for byte.
+        if t.memory == o.memory {
+            return;
+        }
         let layout = &self.target.layout;
         if let Some((p, tv, ov)) = ptes
             .map(|p| (p, t.pte(layout, p), o.pte(layout, p)))
@@ -258,6 +260,9 @@ impl Checker<'_> {
     /// Rule 5: after the caller's flush, every TLB entry of the flushed mm matches memory,
     /// unless the eager code leaves the same entry stale too.
     fn stale_tlb(&mut self, t: &SyncPoint, o: &SyncPoint, mm: u8) {
+        if t.snapshot.tlbs == o.snapshot.tlbs && t.snapshot.memory == o.snapshot.memory {
+            return; // whatever the eager code leaves stale, the target does too
+        }
         let layout = &self.target.layout;
         let stale = |s: &Snapshot, c: usize| -> Vec<(PteRef, u64)> {
             s.tlbs[c]
@@ -291,19 +296,25 @@ impl Checker<'_> {
 
 /// Compares a target trace with the oracle's trace of the same program. `marker` is the
 /// implementation generation's "nothing pending" value.
-pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> Verdict {
+pub fn check<'a>(
+    program: &'a Program,
+    target: &'a Trace,
+    oracle: &'a Trace,
+    marker: u64,
+) -> Verdict {
     let mut ck = Checker {
         program,
         target,
         marker,
         findings: vec![],
         hazards: vec![],
-        features: BTreeSet::new(),
+        features: Vec::with_capacity(program.steps.len() * 2 + 8),
     };
     let ncpus = program.config.cpus as usize;
     let mut st = ContractState::new(&program.config);
     // PTEs each CPU changed since its last sync point.
     let mut dirty: Vec<BTreeSet<PteRef>> = vec![BTreeSet::new(); ncpus];
+    let mut contract: Vec<Violation> = vec![];
     let mut tsyncs = target.syncs.iter().peekable();
     let mut osyncs = oracle.syncs.iter().peekable();
     let mut tflush = target.flushes.iter().peekable();
@@ -311,7 +322,7 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
 
     for (i, step) in program.steps.iter().enumerate() {
         let c = step.cpu as usize;
-        let me = st.cpus[c].clone();
+        let me = &st.cpus[c];
         let in_irq = me.in_irq();
         let own_active = me.enable_count > 0 && me.pause_count == 0 && !in_irq;
         let sectioned: Vec<usize> = (0..ncpus)
@@ -325,7 +336,7 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
         let attach = pte
             .map(|p| st.attach[p.mm as usize].count_ones().min(2) as u64)
             .unwrap_or(3);
-        ck.features.insert(feature(&[
+        ck.features.push(feature(&[
             1,
             op_kind(&step.op),
             own_active as u64,
@@ -345,7 +356,7 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
             .filter(|h| matches!(h, crate::machine::HwEvent::IpteRange { .. }))
             .count();
         let globals = tr.hw.iter().filter(|h| h.is_global()).count();
-        ck.features.insert(feature(&[
+        ck.features.push(feature(&[
             2,
             op_kind(&step.op),
             ranges.min(3) as u64,
@@ -380,7 +391,7 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
                     task_seen_from_irq,
                 ));
                 ck.features
-                    .insert(feature(&[3, op_kind(&step.op), others.len().min(2) as u64]));
+                    .push(feature(&[3, op_kind(&step.op), others.len().min(2) as u64]));
             } else {
                 let t = ret_value(&tr.ret);
                 let (class, detail) = if t == Some(marker) && ret_value(&or.ret) != Some(marker) {
@@ -406,14 +417,15 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
         }
 
         // Machine rule events of this step that the eager code did not cause.
-        let oe: Vec<&Event> = oracle
-            .events
-            .iter()
-            .filter(|e| e.step == i)
-            .map(|e| &e.event)
-            .collect();
-        for e in target.events.iter().filter(|e| e.step == i) {
-            if oe.contains(&&e.event) {
+        // (Events are in step order: the slices of this step are found by bisection.)
+        let at = |events: &'a [crate::machine::EventRecord]| {
+            let lo = events.partition_point(|e| e.step < i);
+            let hi = events.partition_point(|e| e.step <= i);
+            &events[lo..hi]
+        };
+        let (te, oe) = (at(&target.events), at(&oracle.events));
+        for e in te {
+            if oe.iter().any(|o| o.event == e.event) {
                 continue;
             }
             let (class, p) = match &e.event {
@@ -461,9 +473,20 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
             );
         }
 
+        if let Err(rule) = st.check(step) {
+            contract.push(Violation {
+                step: i,
+                cpu: step.cpu,
+                rule,
+            });
+        }
         st.apply(step);
         if tr.ret != Ret::CpuOffline {
-            dirty[c].extend(step.op.written_ptes());
+            match step.op {
+                Op::SetPtes { pte, n, .. } => dirty[c].extend((0..n).map(|k| pte.offset(k))),
+                ref op if op.is_pte_update() => dirty[c].extend(op.pte()),
+                _ => {}
+            }
         }
 
         // Sync points: the CPU's changes are in memory (rule 2).
@@ -472,6 +495,10 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
                 continue;
             };
             let sc = ts.cpu as usize;
+            if ts.snapshot.memory == os.snapshot.memory {
+                dirty[sc].clear();
+                continue;
+            }
             let others: BTreeSet<PteRef> = (0..ncpus)
                 .filter(|&d| d != sc)
                 .flat_map(|d| dirty[d].iter().copied())
@@ -540,16 +567,21 @@ pub fn check(program: &Program, target: &Trace, oracle: &Trace, marker: u64) -> 
             "more machine-wide invalidations (global IPTE, IDTE) than the eager code".into(),
         );
     }
-    let contract = contract::violations(program);
+    for (cpu, rule) in st.check_end() {
+        contract.push(Violation { step: n, cpu, rule });
+    }
     let mut findings = ck.findings;
     for f in &mut findings {
         f.hardening = !contract.is_empty();
     }
     findings.sort_by_key(|f| f.step);
+    let mut features = ck.features;
+    features.sort_unstable();
+    features.dedup();
     Verdict {
         findings,
         hazards: ck.hazards,
-        features: ck.features.into_iter().collect(),
+        features,
         contract,
     }
 }

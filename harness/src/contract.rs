@@ -199,6 +199,19 @@ impl ContractState {
         (me.holds(p.mm, p.table) && !section_running) || others_free()
     }
 
+    /// Whether an init_mm range of `cpu` would cover what another CPU owns: its active
+    /// range or the PTE of its open modify-prot transaction.
+    pub fn range_conflicts(&self, cpu: u8, r: PteRange) -> bool {
+        self.is_init(r.mm)
+            && self.cpus.iter().enumerate().any(|(c, s)| {
+                c != cpu as usize
+                    && (s.prot.is_some_and(|(q, _)| r.contains(q))
+                        || s.active_range().is_some_and(|o| {
+                            o.mm == r.mm && o.table == r.table && o.start < r.end && r.start < o.end
+                        }))
+            })
+    }
+
     fn lock_free(&self, mm: u8, table: u8) -> bool {
         self.cpus.iter().all(|s| !s.holds(mm, table))
     }
@@ -266,6 +279,12 @@ impl ContractState {
                 }
                 if ptep != range.first() {
                     return Err(format!("ptep {ptep} does not match the range start"));
+                }
+                if self.range_conflicts(step.cpu, range) {
+                    return Err(format!(
+                        "init_mm range [{}..{}) overlaps what another CPU owns",
+                        range.start, range.end
+                    ));
                 }
                 if !self.is_init(range.mm) && !me.in_irq() && !me.holds(range.mm, range.table) {
                     return Err(format!(

@@ -395,10 +395,9 @@ impl Gen {
                 match target {
                     Some((mm, table)) => {
                         let range = self.gen_range(u, mm, table)?;
-                        Some(Op::EnableWithPtes {
-                            range,
-                            ptep: range.first(),
-                        })
+                        let ptep = range.first();
+                        let free = !self.st.range_conflicts(cpu, range);
+                        free.then_some(Op::EnableWithPtes { range, ptep })
                     }
                     None => None,
                 }

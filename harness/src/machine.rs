@@ -384,11 +384,14 @@ impl Machine {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            memory: self
-                .mms
-                .iter()
-                .flat_map(|m| m.tables.iter().flat_map(|t| t.entries.iter().copied()))
-                .collect(),
+            memory: {
+                let n: usize = self.mms.iter().map(|m| m.tables.len()).sum();
+                let mut v = Vec::with_capacity(n * PTRS_PER_PTE);
+                for t in self.mms.iter().flat_map(|m| &m.tables) {
+                    v.extend_from_slice(&t.entries);
+                }
+                v
+            },
             tlbs: self
                 .cpus
                 .iter()

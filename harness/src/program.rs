@@ -352,7 +352,11 @@ impl Op {
 
     /// Whether the op changes page-table values (eagerly).
     pub fn is_pte_update(&self) -> bool {
-        !self.written_ptes().is_empty()
+        self.pte().is_some()
+            && !matches!(
+                self,
+                Op::PtepGet { .. } | Op::PtepGetLockless { .. } | Op::Access { .. }
+            )
     }
 }
 

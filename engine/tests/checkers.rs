@@ -1,0 +1,366 @@
+//! Every checker fires on a hand-written program against a mutant or fixture that has
+//! the bug, and stays quiet on the reference for the same program.
+
+use std::path::PathBuf;
+
+use lazymmu_engine::Differ;
+use lazymmu_harness::check::{crash_verdict, Class, Verdict};
+use lazymmu_harness::contract;
+use lazymmu_harness::isolate::run_in_child;
+use lazymmu_harness::text::parse;
+use lazymmu_harness::Program;
+use lazymmu_target::Source;
+
+fn mutant(name: &str) -> Source {
+    let p = lazymmu_target::sources::mutant_paths()
+        .into_iter()
+        .find(|p| p.file_stem().unwrap().to_string_lossy().starts_with(name))
+        .unwrap_or_else(|| panic!("no mutant {name}"));
+    Source::Mutant(p)
+}
+
+fn fixture(rel: &str) -> Source {
+    Source::File(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/fixtures")
+            .join(rel),
+    )
+}
+
+fn program(src: &str) -> Program {
+    let p = parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    if p.config.mode == lazymmu_harness::Mode::Realistic {
+        let v = contract::violations(&p);
+        assert!(v.is_empty(), "test program is not realistic: {}", v[0]);
+    }
+    p
+}
+
+fn verdict(source: Source, p: &Program) -> Verdict {
+    let mut d = Differ::new(lazymmu_target::load(&source).unwrap_or_else(|e| panic!("{e}")));
+    d.verdict(p)
+}
+
+/// `class` fires against `bad`, and the reference is clean on the same program.
+fn fires_and_quiet(class: Class, bad: Source, src: &str) -> Verdict {
+    let p = program(src);
+    let v = verdict(bad, &p);
+    assert!(
+        v.findings.iter().any(|f| f.class == class),
+        "{class:?} did not fire; findings: {:#?}",
+        v.findings
+    );
+    let r = verdict(Source::Reference, &p);
+    assert!(
+        r.findings.is_empty(),
+        "reference not clean: {:#?}",
+        r.findings
+    );
+    v
+}
+
+const TWO_CPUS: &str = "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0,1 tables=1
+init mm0 t0[1] = 0x1a03d
+init mm0 t0[2] = 0x2b03d
+init mm0 t0[4] = 0x3c03d
+";
+
+#[test]
+fn return_divergence() {
+    let v = fires_and_quiet(
+        Class::Return,
+        mutant("02"),
+        &format!(
+            "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 ptep_get mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+    let f = &v.findings[0];
+    assert_eq!(
+        (f.step, f.signature().as_str()),
+        (3, "lazymmu-return-ptep_get")
+    );
+    assert!(
+        f.target.starts_with("0x1a03d") && f.oracle.starts_with("0x400"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn marker_returned_to_a_caller() {
+    let v = fires_and_quiet(
+        Class::Marker,
+        mutant("06"),
+        &format!(
+            "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get mm0 t0[3]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+    assert_eq!(v.findings[0].signature(), "lazymmu-marker-leak-ptep_get");
+    assert!(v.findings[0].target.starts_with("0x800"));
+}
+
+#[test]
+fn marker_leaked_to_memory() {
+    fires_and_quiet(
+        Class::Marker,
+        mutant("05"),
+        &format!(
+            "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 set_pte mm0 t0[0] = 0x4d03d
+cpu0 set_pte mm0 t0[3] = 0x4d215
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+}
+
+#[test]
+fn memory_divergence_at_a_sync_point() {
+    let v = fires_and_quiet(
+        Class::Memory,
+        mutant("09"),
+        &format!(
+            "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 lazy_mmu_mode_enable
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+    let f = &v.findings[0];
+    assert_eq!(f.signature(), "lazymmu-memory-lazy_mmu_mode_disable");
+    assert_eq!(f.step, 4, "the nested disable is the sync point");
+}
+
+#[test]
+fn store_to_a_valid_pte_without_ipte() {
+    fires_and_quiet(
+        Class::StoreValid,
+        mutant("17"),
+        "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=off mode=realistic
+mm0 user attach=0 tables=1
+init mm0 t0[1] = 0x1a03d
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 flush_tlb_range mm0 t0[0..8]
+cpu0 unlock_ptl mm0 t0
+",
+    );
+}
+
+#[test]
+fn stale_tlb_after_the_callers_flush() {
+    let v = fires_and_quiet(
+        Class::StaleTlb,
+        mutant("04"),
+        &format!(
+            "{TWO_CPUS}cpu1 access mm0 t0[1] read
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 flush_tlb_range mm0 t0[0..8]
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+    assert_eq!(
+        v.findings
+            .iter()
+            .find(|f| f.class == Class::StaleTlb)
+            .unwrap()
+            .signature(),
+        "lazymmu-stale-tlb-flush_tlb_range"
+    );
+}
+
+#[test]
+fn more_global_iptes_than_eager_is_performance() {
+    // The v2 fixture invalidates each entry with a global IPTE-range, where the eager
+    // lazy policy of a single-attached mm owes one flush.
+    let v = fires_and_quiet(
+        Class::PerfGlobalIpte,
+        Source::File(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/fixtures/v2/arch/s390/mm/ipte_batch.c"),
+        ),
+        "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=off mode=realistic
+mm0 user attach=0 tables=1
+init mm0 t0[1] = 0x1a03d
+init mm0 t0[3] = 0x2b03d
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 ptep_get_and_clear mm0 t0[3]
+cpu0 lazy_mmu_mode_disable
+cpu0 flush_tlb_range mm0 t0[0..8]
+cpu0 unlock_ptl mm0 t0
+",
+    );
+    assert!(!v.findings[0].class.is_bug());
+    assert_eq!(v.findings[0].signature(), "lazymmu-perf-global-ipte-end");
+}
+
+const ONE_CPU_SECTION: &str = "lazymmu-ops v1 cpus=1 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0 tables=1
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+";
+
+#[test]
+fn wild_access() {
+    fires_and_quiet(
+        Class::Wild,
+        fixture("crash/lazy_mmu.c"),
+        &format!("{ONE_CPU_SECTION}cpu0 set_pte mm0 t0[1] = 0xbad03d\ncpu0 lazy_mmu_mode_disable\ncpu0 unlock_ptl mm0 t0\n"),
+    );
+}
+
+#[test]
+fn crash_is_a_finding_with_its_program() {
+    let p = program(&format!("{ONE_CPU_SECTION}cpu0 set_pte mm0 t0[1] = 0xdead03d\ncpu0 lazy_mmu_mode_disable\ncpu0 unlock_ptl mm0 t0\n"));
+    let mut d = Differ::new(lazymmu_target::load(&fixture("crash/lazy_mmu.c")).unwrap());
+    let crash = run_in_child(|| d.verdict(&p)).unwrap_err();
+    let v = crash_verdict(&p, &crash);
+    assert_eq!(v.findings[0].class, Class::Crash);
+    assert!(
+        v.findings[0].target.contains("signal 11"),
+        "{:?}",
+        v.findings[0]
+    );
+    let mut r = Differ::new(lazymmu_target::load(&Source::Reference).unwrap());
+    assert!(run_in_child(|| r.verdict(&p)).unwrap().findings.is_empty());
+}
+
+#[test]
+fn unrouted_access_to_the_own_range() {
+    let v = fires_and_quiet(
+        Class::Unrouted,
+        mutant("10"),
+        &format!(
+            "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 lazy_mmu_mode_pause
+cpu0 ptep_get mm0 t0[1]
+cpu0 lazy_mmu_mode_resume
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+        ),
+    );
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.signature() == "lazymmu-unrouted-ptep_get"),
+        "{:#?}",
+        v.findings
+    );
+}
+
+#[test]
+fn ultravisor_call_on_a_valid_pte() {
+    fires_and_quiet(
+        Class::UvValid,
+        mutant("16"),
+        "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0,1 tables=1 protected
+init mm0 t0[1] = 0x1a03d
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+",
+    );
+}
+
+#[test]
+fn failed_kernel_assertion() {
+    let v = fires_and_quiet(
+        Class::Assertion,
+        fixture("preempt-imbalance/lazy_mmu.c"),
+        &format!("{ONE_CPU_SECTION}cpu0 lazy_mmu_mode_disable\ncpu0 unlock_ptl mm0 t0\n"),
+    );
+    assert!(
+        v.findings[0]
+            .target
+            .contains("preempt_enable() without preempt_disable()"),
+        "{:?}",
+        v.findings[0]
+    );
+}
+
+#[test]
+fn findings_on_contract_breaking_programs_are_hardening() {
+    // A range that runs past the end of the PMD: the reference refuses to record it,
+    // mutant 18 batches past the table.
+    let p = program(
+        "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=adversarial
+mm0 user attach=0,1 tables=2
+init mm0 t0[252] = 0x1a03d
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[250..260]
+cpu0 ptep_clear_flush mm0 t0[252]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+",
+    );
+    assert!(!contract::is_realistic(&p));
+    let v = verdict(mutant("18"), &p);
+    assert!(!v.findings.is_empty() && !v.contract.is_empty());
+    assert!(
+        v.findings
+            .iter()
+            .all(|f| f.hardening && f.signature().starts_with("lazymmu-hardening-")),
+        "{:#?}",
+        v.findings
+    );
+    assert!(verdict(Source::Reference, &p).findings.is_empty());
+}
+
+#[test]
+fn another_cpus_lockless_read_during_a_section_is_a_hazard_not_a_bug() {
+    let p = program(&format!(
+        "{TWO_CPUS}cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..8]
+cpu0 ptep_get_and_clear mm0 t0[1]
+cpu1 ptep_get_lockless mm0 t0[1]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+"
+    ));
+    let v = verdict(Source::Reference, &p);
+    assert!(v.findings.is_empty(), "{:#?}", v.findings);
+    // The differing return, and the read of a slot poisoned by cpu0's batch.
+    assert_eq!(v.hazards.len(), 2, "{:#?}", v.hazards);
+    assert!(
+        v.hazards[1].target.contains("ShadowAccess") && v.hazards[1].target.contains("owner: 0")
+    );
+    let h = &v.hazards[0];
+    assert_eq!((h.step, h.cpu, h.harmful), (3, 1, false));
+    assert!(
+        h.context.contains("cpu0 has a section over mm0 t0[0..8)"),
+        "{}",
+        h.context
+    );
+    assert!(h.context.contains("lockless walker"), "{}", h.context);
+}
