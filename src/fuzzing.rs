@@ -503,8 +503,19 @@ pub fn mutants(
                     format!("lazymmu-crash ({status})"),
                 ))
             } else {
-                last.and_then(|s| s.killed)
-                    .map(|k| (k.elapsed_ms as f64 / 1000.0, k.runs, k.signature))
+                last.and_then(|s| s.killed).map(|k| {
+                    // The program that told the mutant from the reference.
+                    let wout = out.join(dir_name(&Source::Mutant(paths[i].clone())));
+                    let header = format!(
+                        "# killed {name}: {}\n# implementation: mutant:{name}\n",
+                        k.signature
+                    );
+                    let _ = lazymmu_engine::out::write_atomic(
+                        &wout.join("kill.ops"),
+                        format!("{header}{}", k.program).as_bytes(),
+                    );
+                    (k.elapsed_ms as f64 / 1000.0, k.runs, k.signature)
+                })
             };
             eprintln!(
                 "lazymmu: {name}: {}",

@@ -254,6 +254,61 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Minimize a finding: ddmin over steps, then fewer CPUs, mms, tables and initial
+    /// values, smaller indices and simpler values, keeping the signature of its first
+    /// finding (or --signature). The result is 1-minimal. Reads .ops or raw fuzzer bytes.
+    Minimize {
+        file: PathBuf,
+        #[command(flatten)]
+        implementation: ImplArgs,
+        /// The signature to keep (default: the program's first finding).
+        #[arg(long)]
+        signature: Option<String>,
+        /// Write the minimized program here (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Keep the built-in reference clean on every candidate (for mutants: the result
+        /// still tells the mutant from the reference).
+        #[arg(long)]
+        reference_clean: bool,
+    },
+    /// Group a directory of findings or crashes from any engine into distinct bugs (same
+    /// implementation, signature, generation and shape after minimization), minimize one
+    /// representative each, and write DIR/triage/summary.txt and bug-NN-<signature>.ops.
+    /// Inputs without an `# implementation:` header run on IMPL (default: reference).
+    Triage {
+        dir: PathBuf,
+        #[command(flatten)]
+        implementation: ImplArgs,
+    },
+    /// Export a finding as a reproducer: --text (a plain-text report of at most 72
+    /// columns for a mailing-list reply: the program, a side-by-side trace target | oracle
+    /// up to the first divergence, what diverged), --kunit (a KUnit test case in C, with
+    /// the eager code's values as expectations), --json, --svg (a timeline, one lane per
+    /// CPU). Reads .ops or raw fuzzer bytes; runs on IMPL, or on the implementation its
+    /// `# implementation:` header names.
+    Export {
+        file: PathBuf,
+        #[command(flatten)]
+        implementation: ImplArgs,
+        #[arg(long, group = "format")]
+        text: bool,
+        #[arg(long, group = "format")]
+        kunit: bool,
+        #[arg(long, group = "format")]
+        json: bool,
+        #[arg(long, group = "format")]
+        svg: bool,
+        /// Minimize first (keeping the first finding's signature).
+        #[arg(long)]
+        minimize: bool,
+        /// Name of the KUnit test function.
+        #[arg(long, default_value = "lazy_mmu_repro")]
+        name: String,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Generate a random program from a seed and print it in the .ops format.
     Gen {
         /// Seed of the generator: the same seed gives the same program everywhere.
@@ -488,6 +543,126 @@ fn main() -> ExitCode {
             }
         })(),
         Command::Bench { programs, seed } => fuzzing::bench(programs, seed),
+        Command::Minimize {
+            file,
+            implementation,
+            signature,
+            output,
+            reference_clean,
+        } => (|| {
+            let input = lazymmu_triage::dedup::load_input(&file)?;
+            let source = match (implementation.source()?, &input.implementation) {
+                (Some(s), _) => s,
+                (None, Some(name)) => lazymmu_triage::dedup::source_for(name)?,
+                (None, None) => Source::Reference,
+            };
+            let mut d = lazymmu_engine::Differ::new(
+                lazymmu_target::load(&source).map_err(|e| e.to_string())?,
+            );
+            let sig = match signature {
+                Some(s) => s,
+                None => lazymmu_triage::minimize::first_signature(&mut d, &input.program)
+                    .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?,
+            };
+            let t0 = std::time::Instant::now();
+            let mut reference = match reference_clean {
+                true => Some(lazymmu_engine::Differ::new(
+                    lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?,
+                )),
+                false => None,
+            };
+            let m = lazymmu_triage::minimize::minimize_against(
+                &mut d,
+                &input.program,
+                &sig,
+                reference.as_mut(),
+            )?;
+            eprintln!(
+                "lazymmu: {sig}: {} -> {} steps, {} runs, {:.2}s",
+                m.original_steps,
+                m.program.steps.len(),
+                m.runs,
+                t0.elapsed().as_secs_f64()
+            );
+            let clean = if reference_clean {
+                "# expect: reference clean\n"
+            } else {
+                ""
+            };
+            let text = format!(
+                "# implementation: {}\n{clean}# expect: {} {sig}\n{}",
+                d.name(),
+                d.name(),
+                text::to_text(&m.program)
+            );
+            match output {
+                Some(o) => std::fs::write(&o, text).map_err(|e| format!("{}: {e}", o.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        })(),
+        Command::Export {
+            file,
+            implementation,
+            text: _,
+            kunit,
+            json,
+            svg,
+            minimize,
+            name,
+            output,
+        } => (|| {
+            let input = lazymmu_triage::dedup::load_input(&file)?;
+            let source = match (implementation.source()?, &input.implementation) {
+                (Some(s), _) => s,
+                (None, Some(n)) => lazymmu_triage::dedup::source_for(n)?,
+                (None, None) => Source::Reference,
+            };
+            let mut d = lazymmu_engine::Differ::new(
+                lazymmu_target::load(&source).map_err(|e| e.to_string())?,
+            );
+            let mut program = input.program;
+            if minimize {
+                let sig = lazymmu_triage::minimize::first_signature(&mut d, &program)
+                    .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?;
+                program = lazymmu_triage::minimize::minimize(&mut d, &program, &sig)?.program;
+            }
+            let r = lazymmu_triage::Repro::new(&mut d, program);
+            if r.first().is_none() {
+                eprintln!(
+                    "lazymmu: note: {} shows no finding on this program",
+                    r.implementation
+                );
+            }
+            // --text is the default.
+            let out = if kunit {
+                lazymmu_triage::export::kunit_repro(&mut d, &r, &name)
+            } else if json {
+                lazymmu_triage::export::json(&r)
+            } else if svg {
+                lazymmu_triage::export::svg(&r)
+            } else {
+                lazymmu_triage::export::text(&r)
+            };
+            match output {
+                Some(o) => std::fs::write(&o, out).map_err(|e| format!("{}: {e}", o.display())),
+                None => {
+                    print!("{out}");
+                    Ok(())
+                }
+            }
+        })(),
+        Command::Triage {
+            dir,
+            implementation,
+        } => (|| {
+            let source = implementation.source()?.unwrap_or(Source::Reference);
+            let s = lazymmu_triage::dedup::triage(&dir, &source)?;
+            print!("{}", lazymmu_triage::dedup::write_summary(&dir, &s)?);
+            Ok(())
+        })(),
         Command::Gen { seed, mode, bytes } => {
             let mode = match mode {
                 ModeArg::Realistic => Mode::Realistic,

@@ -1,0 +1,321 @@
+//! Signatures and grouping: `triage` reads a directory of findings or crashes from any
+//! engine (`.ops` files of `lazymmu fuzz`, raw libFuzzer/AFL inputs), replays each, groups
+//! them by the signature of their first finding (class and operation), minimizes one
+//! representative per signature, and gathers the signatures of one implementation, class
+//! and generation into one bug: a bug shows at several operations (a lost update is seen
+//! at the disable, at a pause, at the end), each listed with its shape and reproducer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lazymmu_engine::Differ;
+use lazymmu_harness::check::Finding;
+use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::program::MmKind;
+use lazymmu_harness::text::{parse, to_text};
+use lazymmu_harness::{Mode, Program};
+use lazymmu_target::Source;
+
+use crate::minimize::{first_signature, minimize};
+
+/// One input file: its program and, when its header names one, the implementation.
+pub struct Input {
+    pub path: PathBuf,
+    pub program: Program,
+    pub implementation: Option<String>,
+}
+
+/// Reads an `.ops` program (with an optional `# implementation: NAME` header comment) or
+/// raw fuzzer bytes (decoded as the fuzz targets decode them).
+pub fn load_input(path: &Path) -> Result<Input, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).ok().filter(|t| {
+        t.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .is_some_and(|l| l.starts_with("lazymmu-ops"))
+    });
+    match text {
+        Some(t) => {
+            let program = parse(t).map_err(|e| format!("{}:{e}", path.display()))?;
+            let implementation = t
+                .lines()
+                .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+                .find_map(|l| {
+                    l.strip_prefix("# implementation:")
+                        .map(|s| s.trim().to_string())
+                });
+            Ok(Input {
+                path: path.to_path_buf(),
+                program,
+                implementation,
+            })
+        }
+        None => Ok(Input {
+            path: path.to_path_buf(),
+            program: from_bytes(&bytes, Mode::Realistic),
+            implementation: None,
+        }),
+    }
+}
+
+/// The implementation a name stands for: `reference`, `mutant:<file stem>`, or a path.
+pub fn source_for(name: &str) -> Result<Source, String> {
+    if name == "reference" {
+        return Ok(Source::Reference);
+    }
+    if let Some(stem) = name.strip_prefix("mutant:") {
+        return lazymmu_target::sources::mutant_paths()
+            .into_iter()
+            .find(|p| p.file_stem().is_some_and(|s| s == stem))
+            .map(Source::Mutant)
+            .ok_or_else(|| {
+                format!(
+                    "no mutant {stem} in {}",
+                    lazymmu_target::sources::mutants_dir().display()
+                )
+            });
+    }
+    let p = PathBuf::from(name);
+    if p.is_dir() {
+        Ok(Source::KernelTree(p))
+    } else if p.is_file() {
+        Ok(Source::File(p))
+    } else {
+        Err(format!(
+            "implementation '{name}' is neither reference, mutant:NAME, nor an existing path"
+        ))
+    }
+}
+
+/// A small shape key: how many CPUs the reproducer needs and which kind of mm it is about.
+pub fn shape(p: &Program, f: &Finding) -> String {
+    let mut cpus: Vec<u8> = p.steps.iter().map(|s| s.cpu).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let mm = f.pte.map_or("-", |r| {
+        match p.config.mms.get(r.mm as usize).map(|m| m.kind) {
+            Some(MmKind::Init) => "init_mm",
+            _ => "user",
+        }
+    });
+    format!("{}cpu-{mm}", cpus.len().max(1))
+}
+
+/// One way a bug shows: a signature (class and operation) and shape, with its
+/// minimized reproducer.
+pub struct Manifestation {
+    pub signature: String,
+    pub shape: String,
+    /// Every input that showed it.
+    pub members: Vec<PathBuf>,
+    pub minimized: Program,
+    /// Steps of the representative before minimization.
+    pub original_steps: usize,
+}
+
+/// One distinct bug: an implementation's misbehaviour of one class (SEMANTICS.md section
+/// 6 rule) in one generation. The operations and shapes it shows with are listed.
+pub struct Bug {
+    pub implementation: String,
+    pub generation: String,
+    /// `return`, `memory`, `marker-leak`, ... (with `hardening-` for contract breakers).
+    pub class: String,
+    pub manifestations: Vec<Manifestation>,
+}
+
+impl Bug {
+    pub fn key(&self) -> String {
+        format!(
+            "{} {} [{}]",
+            self.implementation, self.class, self.generation
+        )
+    }
+    pub fn count(&self) -> usize {
+        self.manifestations.iter().map(|m| m.members.len()).sum()
+    }
+    /// The smallest reproducer.
+    pub fn representative(&self) -> &Manifestation {
+        self.manifestations
+            .iter()
+            .min_by_key(|m| (m.minimized.steps.len(), m.signature.clone()))
+            .expect("a bug has a manifestation")
+    }
+}
+
+/// The class part of a signature: `lazymmu-[hardening-]<class>-<op>`.
+fn class_of(f: &Finding) -> String {
+    let h = if f.hardening { "hardening-" } else { "" };
+    format!("{h}{}", f.class.name())
+}
+
+#[derive(Default)]
+pub struct Summary {
+    pub bugs: Vec<Bug>,
+    /// Inputs on which no finding appears (fixed, or flaky).
+    pub not_reproduced: Vec<PathBuf>,
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+/// Files worth reading under `dir`: everything but reports, verdicts, pictures, corpora
+/// and the rig's own bookkeeping.
+fn inputs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if p.is_dir() {
+            if !matches!(name.as_str(), "corpus" | "hazards" | ".inflight" | "triage") {
+                inputs(&p, out);
+            }
+        } else if !name.starts_with('.')
+            && !matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("txt" | "json" | "svg" | "c" | "md" | "options" | "dict")
+            )
+        {
+            out.push(p);
+        }
+    }
+}
+
+/// Groups and minimizes everything under `dir`. Inputs without an implementation header
+/// run on `default`.
+pub fn triage(dir: &Path, default: &Source) -> Result<Summary, String> {
+    let mut files = vec![];
+    inputs(dir, &mut files);
+    let mut differs: BTreeMap<String, Differ> = BTreeMap::new();
+    let mut summary = Summary::default();
+    // (implementation, first signature) -> inputs, in path order.
+    let mut raw: BTreeMap<(String, String), Vec<Input>> = BTreeMap::new();
+    let default_name = lazymmu_target::load(default)
+        .map_err(|e| e.to_string())?
+        .library()
+        .name
+        .clone();
+    for f in files {
+        let input = match load_input(&f) {
+            Ok(i) => i,
+            Err(e) => {
+                summary.unreadable.push((f, e));
+                continue;
+            }
+        };
+        let name = input
+            .implementation
+            .clone()
+            .unwrap_or_else(|| default_name.clone());
+        if !differs.contains_key(&name) {
+            let source = if name == default_name {
+                default.clone()
+            } else {
+                source_for(&name)?
+            };
+            differs.insert(
+                name.clone(),
+                Differ::new(lazymmu_target::load(&source).map_err(|e| e.to_string())?),
+            );
+        }
+        let d = differs.get_mut(&name).expect("inserted");
+        match first_signature(d, &input.program) {
+            Some(sig) => raw.entry((name, sig)).or_default().push(input),
+            None => summary.not_reproduced.push(f),
+        }
+    }
+    let mut bugs: BTreeMap<(String, String, String), Bug> = BTreeMap::new();
+    for ((name, sig), mut group) in raw {
+        group.sort_by_key(|i| (i.program.steps.len(), i.path.clone()));
+        let d = differs.get_mut(&name).expect("loaded");
+        let rep = &group[0];
+        let m = minimize(d, &rep.program, &sig)?;
+        let first = d
+            .verdict(&m.program)
+            .findings
+            .into_iter()
+            .find(|f| f.signature() == sig)
+            .expect("minimized keeps it");
+        let generation = d.kernel.library().generation.name().to_string();
+        let class = class_of(&first);
+        let man = Manifestation {
+            signature: sig,
+            shape: shape(&m.program, &first),
+            members: group.iter().map(|i| i.path.clone()).collect(),
+            original_steps: rep.program.steps.len(),
+            minimized: m.program,
+        };
+        bugs.entry((name.clone(), class.clone(), generation.clone()))
+            .or_insert_with(|| Bug {
+                implementation: name,
+                generation,
+                class,
+                manifestations: vec![],
+            })
+            .manifestations
+            .push(man);
+    }
+    summary.bugs = bugs.into_values().collect();
+    Ok(summary)
+}
+
+/// Writes `dir/triage/summary.txt` and one minimized reproducer per bug.
+pub fn write_summary(dir: &Path, s: &Summary) -> Result<String, String> {
+    let out = dir.join("triage");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut text = format!("{} distinct bug(s)\n", s.bugs.len());
+    for (n, b) in s.bugs.iter().enumerate() {
+        text.push_str(&format!("{:>3}. {}  x{}\n", n + 1, b.key(), b.count()));
+        for (k, m) in b.manifestations.iter().enumerate() {
+            let file = out.join(format!(
+                "bug-{:02}-{}.ops",
+                n + 1,
+                if k == 0 {
+                    m.signature.clone()
+                } else {
+                    format!("{}-{k}", m.signature)
+                }
+            ));
+            let program = format!(
+                "# {} ({}, {})\n# implementation: {}\n# expect: {} {}\n# minimized from {} to {} steps; seen in {} input(s)\n{}",
+                b.key(),
+                m.signature,
+                m.shape,
+                b.implementation,
+                b.implementation,
+                m.signature,
+                m.original_steps,
+                m.minimized.steps.len(),
+                m.members.len(),
+                to_text(&m.minimized)
+            );
+            lazymmu_engine::out::write_atomic(&file, program.as_bytes())
+                .map_err(|e| e.to_string())?;
+            text.push_str(&format!(
+                "       {} {}  x{}  {} -> {} steps  {}\n",
+                m.signature,
+                m.shape,
+                m.members.len(),
+                m.original_steps,
+                m.minimized.steps.len(),
+                file.display()
+            ));
+        }
+    }
+    if !s.not_reproduced.is_empty() {
+        text.push_str(&format!(
+            "{} input(s) showed no finding\n",
+            s.not_reproduced.len()
+        ));
+    }
+    for (p, e) in &s.unreadable {
+        text.push_str(&format!("unreadable: {}: {e}\n", p.display()));
+    }
+    lazymmu_engine::out::write_atomic(&out.join("summary.txt"), text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}

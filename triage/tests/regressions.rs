@@ -1,0 +1,59 @@
+//! Replays the regression corpus: every `# expect: IMPL clean|SIGNATURE` line of every
+//! corpus/regressions/*.ops must hold.
+
+use std::collections::BTreeMap;
+
+use lazymmu_engine::Differ;
+use lazymmu_triage::dedup::{load_input, source_for};
+
+#[test]
+fn regression_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/regressions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ops"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 18, "{} regression files", files.len());
+    let mut differs: BTreeMap<String, Differ> = BTreeMap::new();
+    let mut checked = 0;
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let input = load_input(f).unwrap_or_else(|e| panic!("{e}"));
+        let expects: Vec<(String, String)> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect:"))
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap().to_string(), w.next().unwrap().to_string())
+            })
+            .collect();
+        assert!(!expects.is_empty(), "{}: no '# expect:' line", f.display());
+        for (name, want) in expects {
+            let d = differs.entry(name.clone()).or_insert_with(|| {
+                Differ::new(
+                    lazymmu_target::load(&source_for(&name).unwrap())
+                        .unwrap_or_else(|e| panic!("{e}")),
+                )
+            });
+            let v = d.verdict(&input.program);
+            let sigs = v.signatures();
+            if want == "clean" {
+                assert!(
+                    v.findings.is_empty(),
+                    "{}: {name} should be clean, has {sigs:?}",
+                    f.display()
+                );
+            } else {
+                assert!(
+                    sigs.contains(&want),
+                    "{}: {name} should show {want}, has {sigs:?}",
+                    f.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 38, "{checked} expectations");
+}
