@@ -62,7 +62,45 @@ fn main() {
     if let Some(h) = &header {
         std::fs::copy(h, tree_include.join("asm/lazy_mmu.h")).unwrap();
     }
-    let cc = cc::Build::new().get_compiler();
+    // Fuzzing builds (cargo fuzz sets --cfg fuzzing) instrument the C code for coverage:
+    // clang's libFuzzer instrumentation when clang is there, else gcc's trace-pc with a
+    // callback shim; ASan too when the Rust side has it. LAZYMMU_C_COVERAGE=none turns it
+    // off (to compare), =gcc forces the gcc path.
+    println!("cargo:rerun-if-env-changed=LAZYMMU_C_COVERAGE");
+    let fuzzing = std::env::var_os("CARGO_CFG_FUZZING").is_some();
+    let wanted = std::env::var("LAZYMMU_C_COVERAGE").unwrap_or_else(|_| "auto".into());
+    let asan = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .contains("sanitizer=address");
+    let have_clang = Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (compiler, coverage): (PathBuf, Vec<String>) = if !fuzzing || wanted == "none" {
+        (cc::Build::new().get_compiler().path().to_path_buf(), vec![])
+    } else if wanted == "gcc" || !have_clang {
+        (
+            PathBuf::from("gcc"),
+            vec!["-fsanitize-coverage=trace-pc".into()],
+        )
+    } else {
+        let mut f = vec!["-fsanitize=fuzzer-no-link".to_string()];
+        if asan {
+            f.push("-fsanitize=address".into());
+        }
+        (PathBuf::from("clang"), f)
+    };
+    if fuzzing {
+        let what = if coverage.is_empty() {
+            "no coverage instrumentation".to_string()
+        } else {
+            coverage.join(" ")
+        };
+        println!(
+            "cargo:warning=lazymmu C target for fuzzing: {} ({what})",
+            compiler.display()
+        );
+    }
     let includes = |c: &mut Command| {
         c.arg("-I")
             .arg(&tree_include)
@@ -70,8 +108,8 @@ fn main() {
             .arg(manifest.join("shim/include"));
     };
     let compile = |src: &Path, obj: &Path, extra: &[String]| {
-        let mut c = Command::new(cc.path());
-        c.args(recipe::CFLAGS).args(extra);
+        let mut c = Command::new(&compiler);
+        c.args(recipe::CFLAGS).args(&coverage).args(extra);
         includes(&mut c);
         run(c.arg("-c").arg(src).arg("-o").arg(obj));
     };
@@ -93,11 +131,17 @@ fn main() {
     );
     let lib = out.join("liblazymmu_builtin.a");
     let _ = std::fs::remove_file(&lib);
-    run(Command::new("ar")
-        .arg("crs")
-        .arg(&lib)
-        .arg(&impl_o)
-        .arg(&runtime_o));
+    let mut objects = vec![impl_o, runtime_o];
+    if coverage.iter().any(|f| f.contains("trace-pc")) {
+        let o = out.join("trace_pc.o");
+        run(Command::new("gcc")
+            .args(["-O2", "-fPIC", "-c"])
+            .arg(manifest.join("shim/trace_pc.c"))
+            .arg("-o")
+            .arg(&o));
+        objects.push(o);
+    }
+    run(Command::new("ar").arg("crs").arg(&lib).args(&objects));
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=lazymmu_builtin");
     println!(

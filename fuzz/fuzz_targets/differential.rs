@@ -1,0 +1,22 @@
+//! The main target: one implementation (the static build: the reference, or the tree in
+//! LAZYMMU_KERNEL_TREE at build time) against the eager oracle.
+#![no_main]
+
+use std::sync::{LazyLock, Mutex};
+
+use lazymmu_engine::Differ;
+use libfuzzer_sys::{fuzz_mutator, fuzz_target};
+
+static DIFFER: LazyLock<Mutex<Differ>> =
+    LazyLock::new(|| Mutex::new(lazymmu_fuzz::builtin_differ()));
+
+fuzz_target!(|data: &[u8]| {
+    let program = lazymmu_fuzz::decode(data);
+    let verdict = DIFFER.lock().unwrap().verdict(&program);
+    lazymmu_fuzz::record_features(&verdict);
+    lazymmu_fuzz::report(&verdict, &program);
+});
+
+fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
+    lazymmu_fuzz::mutate_input(data, size, max_size, seed, libfuzzer_sys::fuzzer_mutate)
+});

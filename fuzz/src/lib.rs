@@ -1,0 +1,125 @@
+//! Glue between libFuzzer (or AFL++) and the rig's harness, in the style of wasmtime's
+//! crates/fuzzing: generators, oracles and checkers live in the library crates; the fuzz
+//! targets only decode an input, run it and report.
+
+use lazymmu_engine::mutate::mutate;
+use lazymmu_engine::rng::Rng;
+use lazymmu_engine::Differ;
+use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
+use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::text::{parse, to_text};
+use lazymmu_harness::{Mode, Program};
+
+/// An input is either a program in the `.ops` text format (what the structure-aware
+/// mutator writes, and what seed corpora hold) or generator bytes (anything else).
+pub fn decode(data: &[u8]) -> Program {
+    if data.starts_with(b"lazymmu-ops") {
+        if let Ok(p) = std::str::from_utf8(data)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse(t).map_err(|e| e.to_string()))
+        {
+            return p;
+        }
+    }
+    let mode = if std::env::var_os("LAZYMMU_ADVERSARIAL").is_some() {
+        Mode::Adversarial
+    } else {
+        Mode::Realistic
+    };
+    from_bytes(data, mode)
+}
+
+/// libFuzzer reads these as extra coverage: the rig's model features.
+#[used]
+#[link_section = "__libfuzzer_extra_counters"]
+static mut EXTRA_COUNTERS: [u8; FEATURES as usize] = [0; FEATURES as usize];
+
+/// Exposes the model features of a run as libFuzzer extra counters.
+pub fn record_features(v: &Verdict) {
+    // SAFETY: libFuzzer runs the target on one thread; it reads the counters after the
+    // run and clears them before the next.
+    let counters = unsafe { &mut *std::ptr::addr_of_mut!(EXTRA_COUNTERS) };
+    for &f in &v.features {
+        let c = &mut counters[f as usize];
+        *c = c.saturating_add(1);
+    }
+}
+
+// One non-inlined frame per finding class, so crash deduplication by stack (OSS-Fuzz,
+// ClusterFuzz) separates the classes.
+macro_rules! class_frames {
+    ($($name:ident),*) => {$(
+        #[inline(never)]
+        #[cold]
+        pub fn $name(f: &Finding, program: &Program) -> ! {
+            eprintln!("==lazymmu== {} at step {} (cpu{} {}): {}\n  target: {}\n  oracle: {}\n{}", f.signature(), f.step, f.cpu, f.op, f.detail, f.target, f.oracle, to_text(program));
+            panic!("{}", f.signature());
+        }
+    )*};
+}
+class_frames!(
+    lazymmu_found_return,
+    lazymmu_found_memory,
+    lazymmu_found_marker_leak,
+    lazymmu_found_store_valid,
+    lazymmu_found_stale_tlb,
+    lazymmu_found_perf_global_ipte,
+    lazymmu_found_wild_access,
+    lazymmu_found_crash,
+    lazymmu_found_unrouted,
+    lazymmu_found_uv_valid,
+    lazymmu_found_assertion
+);
+
+/// Aborts on the first finding that is a bug or performance divergence on a realistic
+/// program (hardening findings are reported only when `LAZYMMU_HARDENING` is set).
+pub fn report(v: &Verdict, program: &Program) {
+    let hardening = std::env::var_os("LAZYMMU_HARDENING").is_some();
+    let Some(f) = v.findings.iter().find(|f| hardening || !f.hardening) else {
+        return;
+    };
+    match f.class {
+        Class::Return => lazymmu_found_return(f, program),
+        Class::Memory => lazymmu_found_memory(f, program),
+        Class::Marker => lazymmu_found_marker_leak(f, program),
+        Class::StoreValid => lazymmu_found_store_valid(f, program),
+        Class::StaleTlb => lazymmu_found_stale_tlb(f, program),
+        Class::PerfGlobalIpte => lazymmu_found_perf_global_ipte(f, program),
+        Class::Wild => lazymmu_found_wild_access(f, program),
+        Class::Crash => lazymmu_found_crash(f, program),
+        Class::Unrouted => lazymmu_found_unrouted(f, program),
+        Class::UvValid => lazymmu_found_uv_valid(f, program),
+        Class::Assertion => lazymmu_found_assertion(f, program),
+    }
+}
+
+/// The implementation linked in by the static build: the reference, or the tree named
+/// by `LAZYMMU_KERNEL_TREE` when the fuzz target was built.
+pub fn builtin_differ() -> Differ {
+    let lib = lazymmu_target::Library::builtin().expect("the static build is linked in once");
+    Differ::new(lazymmu_target::CKernel::new(lib))
+}
+
+/// The structure-aware mutator: the engine's program mutations, written back as `.ops`
+/// text; one time in four (or when the text does not fit) libFuzzer's byte mutation.
+pub fn mutate_input(
+    data: &mut [u8],
+    size: usize,
+    max_size: usize,
+    seed: u32,
+    byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize,
+) -> usize {
+    if seed.is_multiple_of(4) {
+        return byte_mutate(data, size, max_size);
+    }
+    let p = decode(&data[..size]);
+    let mut rng = Rng::new(seed as u64);
+    if let Some(child) = mutate(&p, None, &mut rng) {
+        let text = to_text(&child);
+        if text.len() <= max_size {
+            data[..text.len()].copy_from_slice(text.as_bytes());
+            return text.len();
+        }
+    }
+    byte_mutate(data, size, max_size)
+}
