@@ -612,3 +612,219 @@ pub fn bench(programs: usize, seed: u64) -> Result<(), String> {
     );
     Ok(())
 }
+
+/// `corpus merge`: the union of corpora (any engine's), reduced to a set that keeps every
+/// feature, written as `.ops` files into `out`. `corpus prune`: the same in place.
+pub fn corpus(
+    source: &Source,
+    inputs: &[PathBuf],
+    out: &Path,
+    prune_in_place: bool,
+) -> Result<(), String> {
+    let mut d = Differ::new(lazymmu_target::load(source).map_err(|e| e.to_string())?);
+    let all = lazymmu_engine::corpus::read_inputs(inputs);
+    let programs: Vec<_> = all.iter().map(|(_, p)| p.clone()).collect();
+    let (kept, features) = lazymmu_engine::corpus::minimize_set(&mut d, &programs);
+    let kept_paths: std::collections::BTreeSet<&PathBuf> =
+        kept.iter().map(|&i| &all[i].0).collect();
+    let dest = if prune_in_place {
+        // In place: the inputs that add nothing go, the rest stay as they are.
+        for (path, _) in &all {
+            if !kept_paths.contains(path) {
+                std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        out.to_path_buf()
+    } else {
+        let dir = OutDir::new(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        for &i in &kept {
+            dir.save_corpus(&programs[i]).map_err(|e| e.to_string())?;
+        }
+        dir.corpus_dir()
+    };
+    println!(
+        "{} input(s), {} distinct program(s), {} feature(s): kept {} in {}",
+        inputs
+            .iter()
+            .map(|i| i.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        all.len(),
+        features,
+        kept.len(),
+        dest.display()
+    );
+    Ok(())
+}
+
+/// How long one engine took to kill one mutant.
+fn kill_time(
+    engine: &str,
+    mutant: &Path,
+    mode: ModeSel,
+    budget: Duration,
+    seed: u64,
+) -> Result<Option<(f64, u64)>, String> {
+    let mut target = Differ::new(
+        lazymmu_target::load(&Source::Mutant(mutant.to_path_buf())).map_err(|e| e.to_string())?,
+    );
+    let mut reference =
+        Differ::new(lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?);
+    match engine {
+        "builtin" => {
+            let cfg = Config {
+                seed,
+                mode,
+                runs: None,
+                time: Some(budget),
+                seeds: vec![],
+                out: None,
+                worker: 0,
+                kill_against: Some(reference),
+            };
+            let s = Fuzzer::new(target, cfg).run(Duration::from_secs(3600), |_| {});
+            Ok(s.killed.map(|k| (k.elapsed_ms as f64 / 1000.0, k.runs)))
+        }
+        _ => {
+            // Plain random generation: fresh programs from random bytes, no feedback.
+            let mut rng = lazymmu_engine::rng::Rng::new(seed);
+            let t0 = Instant::now();
+            let mut runs = 0;
+            while t0.elapsed() < budget {
+                let m = match mode {
+                    ModeSel::Realistic => Mode::Realistic,
+                    ModeSel::Adversarial => Mode::Adversarial,
+                    ModeSel::Mixed => {
+                        if rng.chance(1, 2) {
+                            Mode::Realistic
+                        } else {
+                            Mode::Adversarial
+                        }
+                    }
+                };
+                let n = 64 + rng.below(1024);
+                let p = gen::from_bytes(&rng.bytes(n), m);
+                runs += 1;
+                if !target.verdict(&p).findings.is_empty()
+                    && reference.verdict(&p).findings.is_empty()
+                {
+                    return Ok(Some((t0.elapsed().as_secs_f64(), runs)));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Time to kill each mutant with the built-in engine, plain random generation and (when
+/// asked) libFuzzer, with the same budget, from no seeds.
+pub fn bench_engines(
+    budget: Duration,
+    only: &[String],
+    seed: u64,
+    libfuzzer: bool,
+) -> Result<(), String> {
+    let mut paths = lazymmu_target::sources::mutant_paths();
+    if !only.is_empty() {
+        paths.retain(|p| {
+            only.iter().any(|o| {
+                p.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .starts_with(o.as_str())
+            })
+        });
+    }
+    let mut engines = vec!["builtin", "random"];
+    if libfuzzer {
+        engines.push("libfuzzer");
+    }
+    println!(
+        "time to kill from no seeds, budget {}s; '>' = survived (counted as the budget)",
+        budget.as_secs_f64()
+    );
+    print!("{:<30}", "mutant");
+    for e in &engines {
+        print!(" {e:>16}");
+    }
+    println!();
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in &paths {
+        let name = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let class = std::fs::read_to_string(p).unwrap_or_default();
+        // Hardening mutants only show on contract-breaking programs.
+        let hardening = class.contains("hardening")
+            || ["11-", "14-", "15-", "18-"]
+                .iter()
+                .any(|k| name.starts_with(k));
+        let mode = if hardening {
+            ModeSel::Mixed
+        } else {
+            ModeSel::Realistic
+        };
+        print!("{name:<30}");
+        for e in &engines {
+            let r = if *e == "libfuzzer" {
+                if hardening {
+                    print!(" {:>16}", "n/a");
+                    continue;
+                }
+                libfuzzer_kill(&name, budget)?
+            } else {
+                kill_time(e, p, mode, budget, seed)?
+            };
+            let t = r.map_or(budget.as_secs_f64(), |x| x.0);
+            times.entry(e).or_default().push(t);
+            match r {
+                Some((t, runs)) => print!(
+                    " {:>9.3}s {:>5}",
+                    t,
+                    if runs > 0 {
+                        format!("{runs}")
+                    } else {
+                        "-".into()
+                    }
+                ),
+                None => print!(" {:>16}", format!(">{:.0}s", budget.as_secs_f64())),
+            }
+            let _ = std::io::stdout().flush();
+        }
+        println!();
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mb = median(times.get_mut("builtin").unwrap());
+    let mr = median(times.get_mut("random").unwrap());
+    print!("median time to kill: builtin {mb:.3}s, random {mr:.3}s");
+    if let Some(l) = times.get_mut("libfuzzer") {
+        let ml = median(l);
+        print!(
+            ", libfuzzer {ml:.3}s (builtin is {:.1}x faster than libfuzzer)",
+            ml / mb.max(1e-3)
+        );
+    }
+    println!("; builtin is {:.1}x faster than random", mr / mb.max(1e-3));
+    Ok(())
+}
+
+/// libFuzzer's time to kill through fuzz/kill-mutant.sh (cargo fuzz, the mutant linked in).
+fn libfuzzer_kill(mutant: &str, budget: Duration) -> Result<Option<(f64, u64)>, String> {
+    let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/kill-mutant.sh"));
+    let out = Command::new(&script)
+        .args([mutant, "auto", &format!("{}", budget.as_secs())])
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let t = text
+        .split("killed in ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|x| x.parse::<f64>().ok());
+    Ok(t.map(|t| (t, 0)))
+}

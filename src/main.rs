@@ -248,11 +248,37 @@ enum Command {
     },
     /// Throughput on one core: programs/s through the reference C target alone, the
     /// oracle alone, and the full differential check, and their ratio, from one run.
+    /// `bench engines`: time to kill each mutant with the built-in engine, plain random
+    /// generation and (with --libfuzzer) libFuzzer, same budget, no seeds.
     Bench {
+        /// `engines` for the engine comparison.
+        what: Option<String>,
         #[arg(long, default_value_t = 20_000)]
         programs: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Seconds per mutant and engine (bench engines).
+        #[arg(long, default_value_t = 30.0)]
+        budget: f64,
+        /// Only mutants whose file name starts with one of these (bench engines).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Include libFuzzer (needs cargo-fuzz; builds the target per mutant).
+        #[arg(long)]
+        libfuzzer: bool,
+    },
+    /// Corpus management across machines and engines. `merge --out DIR IN...`: the union
+    /// of corpora (lazymmu .ops, libFuzzer or AFL inputs) reduced to a set that keeps every
+    /// model feature, written as .ops into DIR/corpus. `prune DIR`: the same in place.
+    Corpus {
+        /// merge or prune
+        action: String,
+        /// Input corpora (merge) or the corpus to prune.
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        implementation: ImplArgs,
     },
     /// Minimize a finding: ddmin over steps, then fewer CPUs, mms, tables and initial
     /// values, smaller indices and simpler values, keeping the signature of its first
@@ -542,7 +568,47 @@ fn main() -> ExitCode {
                 Ok(())
             }
         })(),
-        Command::Bench { programs, seed } => fuzzing::bench(programs, seed),
+        Command::Bench {
+            what,
+            programs,
+            seed,
+            budget,
+            only,
+            libfuzzer,
+        } => match what.as_deref() {
+            None => fuzzing::bench(programs, seed),
+            Some("engines") => {
+                fuzzing::bench_engines(Duration::from_secs_f64(budget), &only, seed, libfuzzer)
+            }
+            Some(other) => Err(format!("unknown benchmark '{other}' (have: engines)")),
+        },
+        Command::Corpus {
+            action,
+            dirs,
+            out,
+            implementation,
+        } => (|| {
+            let source = implementation.source()?.unwrap_or(Source::Reference);
+            match action.as_str() {
+                "merge" => {
+                    let out = out.ok_or("corpus merge needs --out DIR")?;
+                    fuzzing::corpus(&source, &dirs, &out, false)
+                }
+                "prune" => {
+                    let [dir] = &dirs[..] else {
+                        return Err("corpus prune takes one directory".into());
+                    };
+                    // A lazymmu fuzz directory keeps its programs in DIR/corpus.
+                    let corpus = if dir.join("corpus").is_dir() {
+                        dir.join("corpus")
+                    } else {
+                        dir.clone()
+                    };
+                    fuzzing::corpus(&source, std::slice::from_ref(&corpus), &corpus, true)
+                }
+                other => Err(format!("unknown corpus action '{other}' (merge, prune)")),
+            }
+        })(),
         Command::Minimize {
             file,
             implementation,

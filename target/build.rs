@@ -69,9 +69,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LAZYMMU_C_COVERAGE");
     let fuzzing = std::env::var_os("CARGO_CFG_FUZZING").is_some();
     let wanted = std::env::var("LAZYMMU_C_COVERAGE").unwrap_or_else(|_| "auto".into());
-    let asan = std::env::var("CARGO_ENCODED_RUSTFLAGS")
-        .unwrap_or_default()
-        .contains("sanitizer=address");
+    let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let asan = rustflags.contains("sanitizer=address");
+    // afl.rs instruments Rust with trace-pc-guard, which its runtime implements.
+    let afl = rustflags.contains("trace-pc-guard");
     let have_clang = Command::new("clang")
         .arg("--version")
         .output()
@@ -82,6 +83,11 @@ fn main() {
         (
             PathBuf::from("gcc"),
             vec!["-fsanitize-coverage=trace-pc".into()],
+        )
+    } else if afl {
+        (
+            PathBuf::from("clang"),
+            vec!["-fsanitize-coverage=trace-pc-guard".to_string()],
         )
     } else {
         let mut f = vec!["-fsanitize=fuzzer-no-link".to_string()];

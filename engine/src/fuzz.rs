@@ -80,6 +80,8 @@ pub struct Fuzzer {
     stats: Stats,
     inflight: Option<Inflight>,
     start: Instant,
+    /// (tries, tries that reached new features) for fresh programs [0] and mutants [1].
+    arms: [(u64, u64); 2],
 }
 
 impl Fuzzer {
@@ -101,6 +103,7 @@ impl Fuzzer {
             seen: vec![0; (FEATURES / 64) as usize],
             inflight,
             start: Instant::now(),
+            arms: [(0, 0); 2],
         };
         let mut initial = seeds;
         if let Some(o) = &f.cfg.out {
@@ -154,7 +157,12 @@ impl Fuzzer {
 
     /// One iteration: a fresh program now and then, else a mutant of a corpus program.
     pub fn one(&mut self) {
-        let fresh = self.corpus.is_empty() || self.rng.chance(1, 10);
+        // Fresh programs or mutants, in proportion to how often each reached new model
+        // features lately (a two-armed bandit, kept between 10% and 90% either way).
+        let rate = |(tries, wins): (u64, u64)| (wins as f64 + 1.0) / (tries as f64 + 2.0);
+        let (f, m) = (rate(self.arms[0]), rate(self.arms[1]));
+        let p_fresh = (f / (f + m)).clamp(0.1, 0.9);
+        let fresh = self.corpus.is_empty() || (self.rng.below(1000) as f64) < p_fresh * 1000.0;
         let p = if fresh {
             let n = 64 + self.rng.below(1024);
             let bytes = self.rng.bytes(n);
@@ -181,13 +189,20 @@ impl Fuzzer {
                 None => return,
             }
         };
-        self.execute(p, false);
+        let new = self.execute(p, false);
+        let arm = &mut self.arms[!fresh as usize];
+        // Recent behaviour counts: halve the history now and then.
+        if arm.0 >= 512 {
+            *arm = (arm.0 / 2, arm.1 / 2);
+        }
+        arm.0 += 1;
+        arm.1 += (new > 0) as u64;
     }
 
-    /// Runs one program and learns from it.
-    fn execute(&mut self, p: Program, initial: bool) {
+    /// Runs one program and learns from it; returns how many new features it reached.
+    fn execute(&mut self, p: Program, initial: bool) -> u64 {
         if p.validate().is_err() {
-            return;
+            return 0;
         }
         if let Some(f) = &mut self.inflight {
             f.set(&to_text(&p));
@@ -214,6 +229,7 @@ impl Fuzzer {
             self.stats.corpus = self.corpus.len() as u64;
         }
         self.learn(&p, &verdict, &target);
+        new
     }
 
     fn learn(&mut self, p: &Program, v: &Verdict, target: &lazymmu_harness::Trace) {

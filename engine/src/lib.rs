@@ -5,6 +5,7 @@
 //! * `mutate`: structure-aware mutations, shared with the libFuzzer custom mutator.
 //! * `fuzz`: the built-in coverage-guided loop (`lazymmu fuzz`), deterministic from a seed.
 
+pub mod corpus;
 pub mod fuzz;
 pub mod mutate;
 pub mod out;

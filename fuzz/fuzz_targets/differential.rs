@@ -8,15 +8,15 @@ use lazymmu_engine::Differ;
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};
 
 static DIFFER: LazyLock<Mutex<Differ>> =
-    LazyLock::new(|| Mutex::new(lazymmu_fuzz::builtin_differ()));
+    LazyLock::new(|| Mutex::new(lazymmu_fuzz_glue::builtin_differ()));
 
 fuzz_target!(|data: &[u8]| {
-    let program = lazymmu_fuzz::decode(data);
+    let program = lazymmu_fuzz_glue::decode(data);
     let verdict = DIFFER.lock().unwrap().verdict(&program);
-    lazymmu_fuzz::record_features(&verdict);
-    lazymmu_fuzz::report(&verdict, &program);
+    lazymmu_fuzz_glue::record_features(&verdict);
+    lazymmu_fuzz_glue::report(&verdict, &program);
 });
 
 fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
-    lazymmu_fuzz::mutate_input(data, size, max_size, seed, libfuzzer_sys::fuzzer_mutate)
+    lazymmu_fuzz_glue::mutate_input(data, size, max_size, seed, libfuzzer_sys::fuzzer_mutate)
 });

@@ -39,6 +39,23 @@ pub fn from_bytes(data: &[u8], mode: Mode) -> Program {
     })
 }
 
+/// Decodes a fuzzer input the way every engine does: a program in the `.ops` text format
+/// (comment lines may come first) if it is one, generator bytes otherwise.
+pub fn decode_input(data: &[u8], mode: Mode) -> Program {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
+        if first.is_some_and(|l| l.starts_with("lazymmu-ops")) {
+            if let Ok(p) = crate::text::parse(text) {
+                return p;
+            }
+        }
+    }
+    from_bytes(data, mode)
+}
+
 pub fn generate(u: &mut Unstructured<'_>, mode: Mode) -> Result<Program> {
     let config = gen_config(u, mode)?;
     let mut g = Gen::new(config);

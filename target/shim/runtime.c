@@ -490,6 +490,19 @@ struct lazymmu_shim *lazymmu_shim_state(void)
 	return &lazymmu_shim;
 }
 
+/*
+ * Copies static data byte by byte, outside ASan's view: with ASan the sections hold
+ * poisoned redzones between globals, which an (intercepted) memcpy would report.
+ */
+__attribute__((no_sanitize_address)) static void copy_raw(char *dst, const char *src, size_t n)
+{
+	volatile char *d = dst;
+	const volatile char *s = src;
+
+	for (size_t i = 0; i < n; i++)
+		d[i] = s ? s[i] : 0;
+}
+
 /* Called once after loading: remember the implementation's initial static data. */
 void lazymmu_shim_init(void)
 {
@@ -497,7 +510,7 @@ void lazymmu_shim_init(void)
 
 	if (__start_lazymmu_impl_data && n && !shim_data_image) {
 		shim_data_image = malloc(n);
-		memcpy(shim_data_image, __start_lazymmu_impl_data, n);
+		copy_raw(shim_data_image, __start_lazymmu_impl_data, n);
 	}
 }
 
@@ -509,11 +522,11 @@ void lazymmu_shim_reset(void)
 		shim_allocs[i] = NULL;
 	}
 	if (shim_data_image)
-		memcpy(__start_lazymmu_impl_data, shim_data_image,
-		       (size_t)(__stop_lazymmu_impl_data - __start_lazymmu_impl_data));
+		copy_raw(__start_lazymmu_impl_data, shim_data_image,
+			 (size_t)(__stop_lazymmu_impl_data - __start_lazymmu_impl_data));
 	if (__start_lazymmu_impl_bss)
-		memset(__start_lazymmu_impl_bss, 0,
-		       (size_t)(__stop_lazymmu_impl_bss - __start_lazymmu_impl_bss));
+		copy_raw(__start_lazymmu_impl_bss, NULL,
+			 (size_t)(__stop_lazymmu_impl_bss - __start_lazymmu_impl_bss));
 }
 
 extern int (*lazymmu_early_param_fn)(char *) __attribute__((weak));

@@ -6,27 +6,18 @@ use lazymmu_engine::mutate::mutate;
 use lazymmu_engine::rng::Rng;
 use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
-use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::{parse, to_text};
+use lazymmu_harness::text::to_text;
 use lazymmu_harness::{Mode, Program};
 
 /// An input is either a program in the `.ops` text format (what the structure-aware
 /// mutator writes, and what seed corpora hold) or generator bytes (anything else).
 pub fn decode(data: &[u8]) -> Program {
-    if data.starts_with(b"lazymmu-ops") {
-        if let Ok(p) = std::str::from_utf8(data)
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse(t).map_err(|e| e.to_string()))
-        {
-            return p;
-        }
-    }
     let mode = if std::env::var_os("LAZYMMU_ADVERSARIAL").is_some() {
         Mode::Adversarial
     } else {
         Mode::Realistic
     };
-    from_bytes(data, mode)
+    lazymmu_harness::gen::decode_input(data, mode)
 }
 
 /// libFuzzer reads these as extra coverage: the rig's model features.

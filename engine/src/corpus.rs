@@ -1,0 +1,83 @@
+//! Corpus management across machines and engines: read programs from corpora of any
+//! engine (`.ops` text from `lazymmu fuzz`, raw libFuzzer/AFL inputs), and keep the
+//! smallest set that reaches every model feature the whole set reaches.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use lazymmu_harness::gen::decode_input;
+use lazymmu_harness::{Mode, Program};
+
+use crate::Differ;
+
+/// Every regular file under `dirs` (recursively, hidden files and reports skipped),
+/// decoded; duplicates by program text dropped. Sorted by path, so results are stable.
+pub fn read_inputs(dirs: &[PathBuf]) -> Vec<(PathBuf, Program)> {
+    let mut files = vec![];
+    for d in dirs {
+        collect(d, &mut files);
+    }
+    files.sort();
+    let mut seen = BTreeSet::new();
+    let mut out = vec![];
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let p = decode_input(&bytes, Mode::Realistic);
+        if p.validate().is_ok() && seen.insert(lazymmu_harness::text::to_text(&p)) {
+            out.push((f, p));
+        }
+    }
+    out
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_file() {
+        out.push(p.to_path_buf());
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(p) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            || matches!(
+                path.extension().and_then(|x| x.to_str()),
+                Some("txt" | "json" | "svg" | "md")
+            )
+        {
+            continue;
+        }
+        collect(&path, out);
+    }
+}
+
+/// A subset keeping every feature of the whole set: greedy set cover, taking first the
+/// programs that add the most features (shorter ones on ties). Returns the kept indices
+/// (in input order) and the number of features covered.
+pub fn minimize_set(differ: &mut Differ, programs: &[Program]) -> (Vec<usize>, usize) {
+    let sets: Vec<BTreeSet<u32>> = programs
+        .iter()
+        .map(|p| differ.verdict(p).features.into_iter().collect())
+        .collect();
+    let mut covered: BTreeSet<u32> = BTreeSet::new();
+    let mut kept = vec![];
+    let total: BTreeSet<u32> = sets.iter().flatten().copied().collect();
+    while covered.len() < total.len() {
+        let best = (0..programs.len())
+            .filter(|i| !kept.contains(i))
+            .max_by_key(|&i| {
+                (
+                    sets[i].difference(&covered).count(),
+                    std::cmp::Reverse(programs[i].steps.len()),
+                    std::cmp::Reverse(i),
+                )
+            })
+            .expect("uncovered features come from some program");
+        covered.extend(sets[best].iter().copied());
+        kept.push(best);
+    }
+    kept.sort_unstable();
+    (kept, total.len())
+}
