@@ -421,17 +421,7 @@ pub fn mutants(
     seeds: &Path,
     out: &Path,
 ) -> Result<Vec<MutantRow>, String> {
-    let mut paths = lazymmu_target::sources::mutant_paths();
-    if !only.is_empty() {
-        paths.retain(|p| {
-            only.iter().any(|o| {
-                p.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .starts_with(o.as_str())
-            })
-        });
-    }
+    let paths = lazymmu_target::sources::mutants_matching(only);
     // Compile all first (and the reference), so the budgets are spent fuzzing.
     let mut classes = vec![];
     for p in &paths {
@@ -724,17 +714,7 @@ pub fn bench_engines(
     seed: u64,
     libfuzzer: bool,
 ) -> Result<(), String> {
-    let mut paths = lazymmu_target::sources::mutant_paths();
-    if !only.is_empty() {
-        paths.retain(|p| {
-            only.iter().any(|o| {
-                p.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .starts_with(o.as_str())
-            })
-        });
-    }
+    let paths = lazymmu_target::sources::mutants_matching(only);
     let mut engines = vec!["builtin", "random"];
     if libfuzzer {
         engines.push("libfuzzer");

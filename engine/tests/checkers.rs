@@ -12,11 +12,9 @@ use lazymmu_harness::Program;
 use lazymmu_target::Source;
 
 fn mutant(name: &str) -> Source {
-    let p = lazymmu_target::sources::mutant_paths()
-        .into_iter()
-        .find(|p| p.file_stem().unwrap().to_string_lossy().starts_with(name))
-        .unwrap_or_else(|| panic!("no mutant {name}"));
-    Source::Mutant(p)
+    Source::Mutant(
+        lazymmu_target::sources::mutant(name).unwrap_or_else(|| panic!("no mutant {name}")),
+    )
 }
 
 fn fixture(rel: &str) -> Source {

@@ -15,10 +15,7 @@ use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunne
 
 fn mutant(name: &str) -> Source {
     Source::Mutant(
-        lazymmu_target::sources::mutant_paths()
-            .into_iter()
-            .find(|p| p.file_stem().unwrap().to_string_lossy().starts_with(name))
-            .unwrap(),
+        lazymmu_target::sources::mutant(name).unwrap_or_else(|| panic!("no mutant {name}")),
     )
 }
 

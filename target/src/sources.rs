@@ -63,3 +63,32 @@ pub fn mutant_paths() -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// A mutant's file stem (`07-off-by-one-range-end`).
+pub fn mutant_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Mutants whose file name starts with any of `prefixes` (all of them if none is given).
+pub fn mutants_matching(prefixes: &[String]) -> Vec<std::path::PathBuf> {
+    let mut v = mutant_paths();
+    if !prefixes.is_empty() {
+        v.retain(|p| {
+            prefixes
+                .iter()
+                .any(|o| mutant_name(p).starts_with(o.as_str()))
+        });
+    }
+    v
+}
+
+/// The mutant whose file name starts with `prefix` (e.g. `07`), if exactly one does.
+pub fn mutant(prefix: &str) -> Option<std::path::PathBuf> {
+    match &mutants_matching(&[prefix.to_string()])[..] {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}

@@ -14,11 +14,9 @@ use lazymmu_triage::export::{self, PROGRAM_BEGIN, PROGRAM_END, WIDTH};
 use lazymmu_triage::Repro;
 
 fn mutant(name: &str) -> Source {
-    let p = lazymmu_target::sources::mutant_paths()
-        .into_iter()
-        .find(|p| p.file_stem().unwrap().to_string_lossy().starts_with(name))
-        .unwrap_or_else(|| panic!("no mutant {name}"));
-    Source::Mutant(p)
+    Source::Mutant(
+        lazymmu_target::sources::mutant(name).unwrap_or_else(|| panic!("no mutant {name}")),
+    )
 }
 
 fn root() -> PathBuf {

@@ -10,14 +10,8 @@ use lazymmu_triage::dedup::{triage, write_summary};
 use lazymmu_triage::minimize::{first_signature, minimize};
 
 fn mutant(prefix: &str) -> (String, Source) {
-    let p = lazymmu_target::sources::mutant_paths()
-        .into_iter()
-        .find(|p| p.file_stem().unwrap().to_string_lossy().starts_with(prefix))
-        .unwrap();
-    (
-        p.file_stem().unwrap().to_string_lossy().into_owned(),
-        Source::Mutant(p),
-    )
+    let p = lazymmu_target::sources::mutant(prefix).unwrap_or_else(|| panic!("no mutant {prefix}"));
+    (lazymmu_target::sources::mutant_name(&p), Source::Mutant(p))
 }
 
 fn differ(s: &Source) -> Differ {
