@@ -123,29 +123,7 @@ fn find_mutant(name: &str) -> Result<PathBuf, String> {
     if p.is_file() {
         return Ok(p);
     }
-    let all = lazymmu_target::sources::mutant_paths();
-    let found: Vec<&PathBuf> = all
-        .iter()
-        .filter(|p| {
-            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
-            stem.starts_with(name) || stem.split_once('-').is_some_and(|(_, rest)| rest == name)
-        })
-        .collect();
-    match found[..] {
-        [one] => Ok(one.clone()),
-        [] => Err(format!(
-            "no mutant '{name}' (have: {})",
-            all.iter()
-                .map(|p| p
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        _ => Err(format!("'{name}' names several mutants")),
-    }
+    lazymmu_target::sources::mutant(name)
 }
 
 #[derive(Subcommand)]

@@ -12,9 +12,7 @@ use lazymmu_harness::Program;
 use lazymmu_target::Source;
 
 fn mutant(name: &str) -> Source {
-    Source::Mutant(
-        lazymmu_target::sources::mutant(name).unwrap_or_else(|| panic!("no mutant {name}")),
-    )
+    Source::Mutant(lazymmu_target::sources::mutant(name).unwrap())
 }
 
 fn fixture(rel: &str) -> Source {

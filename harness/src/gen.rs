@@ -42,18 +42,25 @@ pub fn from_bytes(data: &[u8], mode: Mode) -> Program {
 /// Decodes a fuzzer input the way every engine does: a program in the `.ops` text format
 /// (comment lines may come first) if it is one, generator bytes otherwise.
 pub fn decode_input(data: &[u8], mode: Mode) -> Program {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let first = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'));
-        if first.is_some_and(|l| l.starts_with("lazymmu-ops")) {
-            if let Ok(p) = crate::text::parse(text) {
-                return p;
-            }
+    if let Some(text) = as_ops_text(data) {
+        if let Ok(p) = crate::text::parse(text) {
+            return p;
         }
     }
     from_bytes(data, mode)
+}
+
+/// The input as text, if it is meant as an `.ops` program (its first line that is not a
+/// comment is the header).
+pub fn as_ops_text(data: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(data).ok()?;
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    first
+        .is_some_and(|l| l.starts_with("lazymmu-ops"))
+        .then_some(text)
 }
 
 pub fn generate(u: &mut Unstructured<'_>, mode: Mode) -> Result<Program> {

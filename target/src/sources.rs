@@ -85,10 +85,26 @@ pub fn mutants_matching(prefixes: &[String]) -> Vec<std::path::PathBuf> {
     v
 }
 
-/// The mutant whose file name starts with `prefix` (e.g. `07`), if exactly one does.
-pub fn mutant(prefix: &str) -> Option<std::path::PathBuf> {
-    match &mutants_matching(&[prefix.to_string()])[..] {
-        [one] => Some(one.clone()),
-        _ => None,
+/// The mutant named `name`: the start of its file name (`07`, `07-off-by`) or its name
+/// after the number (`off-by-one-range-end`). The error lists the mutants there are.
+pub fn mutant(name: &str) -> Result<std::path::PathBuf, String> {
+    let all = mutant_paths();
+    let found: Vec<&std::path::PathBuf> = all
+        .iter()
+        .filter(|p| {
+            let stem = mutant_name(p);
+            stem.starts_with(name) || stem.split_once('-').is_some_and(|(_, rest)| rest == name)
+        })
+        .collect();
+    match found[..] {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no mutant '{name}' (have: {})",
+            all.iter()
+                .map(|p| mutant_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Err(format!("'{name}' names several mutants")),
     }
 }

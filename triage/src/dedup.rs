@@ -29,13 +29,7 @@ pub struct Input {
 /// raw fuzzer bytes (decoded as the fuzz targets decode them).
 pub fn load_input(path: &Path) -> Result<Input, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).ok().filter(|t| {
-        t.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .is_some_and(|l| l.starts_with("lazymmu-ops"))
-    });
-    match text {
+    match lazymmu_harness::gen::as_ops_text(&bytes) {
         Some(t) => {
             let program = parse(t).map_err(|e| format!("{}:{e}", path.display()))?;
             let implementation = t

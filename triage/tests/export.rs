@@ -14,9 +14,7 @@ use lazymmu_triage::export::{self, PROGRAM_BEGIN, PROGRAM_END, WIDTH};
 use lazymmu_triage::Repro;
 
 fn mutant(name: &str) -> Source {
-    Source::Mutant(
-        lazymmu_target::sources::mutant(name).unwrap_or_else(|| panic!("no mutant {name}")),
-    )
+    Source::Mutant(lazymmu_target::sources::mutant(name).unwrap())
 }
 
 fn root() -> PathBuf {

@@ -10,7 +10,7 @@ use lazymmu_triage::dedup::{triage, write_summary};
 use lazymmu_triage::minimize::{first_signature, minimize};
 
 fn mutant(prefix: &str) -> (String, Source) {
-    let p = lazymmu_target::sources::mutant(prefix).unwrap_or_else(|| panic!("no mutant {prefix}"));
+    let p = lazymmu_target::sources::mutant(prefix).unwrap();
     (lazymmu_target::sources::mutant_name(&p), Source::Mutant(p))
 }
 
