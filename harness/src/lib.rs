@@ -6,6 +6,7 @@ pub mod check;
 pub mod contract;
 pub mod exec;
 pub mod gen;
+pub mod guarded;
 pub mod isolate;
 pub mod machine;
 pub mod program;

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guarded::{self, GuardedTable};
 use crate::program::{MachineConfig, MmKind, PteRef};
-use crate::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTE_NONE, PTRS_PER_PTE};
+use crate::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTRS_PER_PTE};
 
 /// One page table: 256 PTEs, 2 KiB, aligned so that the table origin of any `ptep` is
-/// `ptep & !0x7ff`, as the hardware computes it for IPTE-range.
+/// `ptep & !0x7ff`, as the hardware computes it for IPTE-range. A machine's tables live in
+/// guarded memory (`guarded`), not on the heap: the code under test may write past them.
 #[repr(C, align(2048))]
 #[derive(Clone)]
 pub struct PageTable {
@@ -37,7 +39,8 @@ pub struct MmContext {
 pub struct Mm {
     pub kind: MmKind,
     pub protected: bool,
-    pub tables: Vec<Box<PageTable>>,
+    /// Deref to `PageTable`; each sits between poison and a guard page.
+    pub tables: Vec<GuardedTable>,
     pub ctx: MmContext,
 }
 
@@ -214,6 +217,10 @@ pub enum Event {
         offset: i64,
         write: bool,
     },
+    /// A plain store (not through the shim) into the poison before a table, found after
+    /// the operation: `offset` is the byte offset of the overwritten 8-byte word from the
+    /// table origin, negative (`-8` is one entry before the start).
+    PoisonOverwritten { mm: u8, table: u8, offset: i64 },
     /// IPTE-range whose entries run past the end of the page table.
     IpteRangeCrossesTable {
         mm: u8,
@@ -288,19 +295,16 @@ const UNPOISONED: u8 = 0xff;
 impl Machine {
     /// Builds the machine a program starts on. The config must have been validated.
     pub fn new(config: &MachineConfig) -> Machine {
+        // One arena for all tables: a single pool lookup per machine.
+        let total = config.mms.iter().map(|c| c.tables as usize).sum();
+        let mut arena = guarded::alloc_tables(total).into_iter();
         let mut mms: Vec<Mm> = config
             .mms
             .iter()
             .map(|c| Mm {
                 kind: c.kind,
                 protected: c.protected,
-                tables: (0..c.tables)
-                    .map(|_| {
-                        Box::new(PageTable {
-                            entries: [PTE_NONE; PTRS_PER_PTE],
-                        })
-                    })
-                    .collect(),
+                tables: arena.by_ref().take(c.tables as usize).collect(),
                 ctx: MmContext {
                     attach_mask: c.attach_mask,
                     cpumask: c.attach_mask,
@@ -347,6 +351,11 @@ impl Machine {
     pub fn begin_step(&mut self, step: usize, cpu: u8) {
         self.step = step;
         self.step_cpu = cpu;
+    }
+
+    /// The step being run and its CPU (for crash reports: where the C code was).
+    pub fn current_step(&self) -> (usize, u8) {
+        (self.step, self.step_cpu)
     }
 
     /// Closes a step: checks that every lazy-policy store was paired with an owed flush,
@@ -403,6 +412,39 @@ impl Machine {
     }
 
     // ---- page-table memory ----
+
+    /// Host address of entry 0 of every table, as (mm, table, address): what
+    /// `guarded::explain_address` needs to name a fault address.
+    pub fn table_bases(&self) -> Vec<(u8, u8, usize)> {
+        let mut v = vec![];
+        for (m, mm) in self.mms.iter().enumerate() {
+            for (t, table) in mm.tables.iter().enumerate() {
+                v.push((m as u8, t as u8, table.base()));
+            }
+        }
+        v
+    }
+
+    /// Checks the poison before every table, after a kernel operation: each overwritten
+    /// word is reported (as `PoisonOverwritten` against the current step) and restored,
+    /// so one bad store is reported once.
+    pub fn check_poison(&mut self) {
+        let mut hits = vec![];
+        for (m, mm) in self.mms.iter_mut().enumerate() {
+            for (t, table) in mm.tables.iter_mut().enumerate() {
+                for (offset, _) in table.take_poison_hits() {
+                    hits.push(Event::PoisonOverwritten {
+                        mm: m as u8,
+                        table: t as u8,
+                        offset,
+                    });
+                }
+            }
+        }
+        for e in hits {
+            self.report(e);
+        }
+    }
 
     pub fn exists(&self, p: PteRef) -> bool {
         self.config.has_pte(p)
@@ -805,6 +847,7 @@ impl Machine {
 mod tests {
     use super::*;
     use crate::program::{InitPte, MmConfig};
+    use crate::pte::PTE_NONE;
 
     fn machine(cpus: u8, attach: u8) -> Machine {
         let config = MachineConfig {
@@ -836,6 +879,52 @@ mod tests {
             m.resolve_host_addr(m.host_addr(PteRef::new(0, 1, 255)) + 8),
             None
         );
+    }
+
+    #[test]
+    fn a_store_before_a_table_is_reported_once_against_its_step() {
+        let mut m = machine(1, 1);
+        m.begin_step(3, 0);
+        m.check_poison();
+        assert!(m.take_events().is_empty());
+        // What a plain C store to `table[-1]` of mm0 t1 does.
+        let before = m.host_addr(PteRef::new(0, 1, 0)) - 8;
+        // SAFETY: the word before a table is its poison, mapped and owned by the machine.
+        unsafe { (before as *mut u64).write_volatile(0x1a03d) };
+        m.check_poison();
+        m.check_poison();
+        let ev = m.take_events();
+        assert_eq!(
+            ev,
+            vec![EventRecord {
+                step: 3,
+                cpu: 0,
+                event: Event::PoisonOverwritten {
+                    mm: 0,
+                    table: 1,
+                    offset: -8
+                },
+            }]
+        );
+        let bases = m.table_bases();
+        assert_eq!(bases.len(), 2);
+        assert_eq!(bases[1], (0, 1, m.host_addr(PteRef::new(0, 1, 0))));
+        assert_eq!(
+            guarded::explain_address(before, &bases),
+            "mm0 t1 - 0x8 (1 entry before the start)"
+        );
+    }
+
+    #[test]
+    fn machines_of_one_layout_reuse_their_tables_fresh() {
+        let mut m = machine(1, 1);
+        let bases = m.table_bases();
+        m.mms[0].tables[1].entries[9] = 0x2b03d;
+        drop(m);
+        let m = machine(1, 1);
+        assert_eq!(m.table_bases(), bases);
+        assert_eq!(m.pte(PteRef::new(0, 1, 9)), PTE_NONE);
+        assert_eq!(m.pte(PteRef::new(0, 0, 5)), 0x1a03d);
     }
 
     #[test]

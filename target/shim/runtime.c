@@ -13,8 +13,11 @@
  *  - the reset between programs: tracked allocations freed, the implementation's static
  *    data restored to its load-time image.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <linux/pgtable.h>
 #include <asm/lazy_mmu.h>
@@ -34,7 +37,144 @@ const cpumask_t lazymmu_shim_cpu_masks[SHIM_NR_CPUS] = {
 
 /* ---- allocation tracking ---- */
 
+/*
+ * The implementation under test may index past its own objects. Outside ASan builds,
+ * every object ends right against a PROT_NONE guard page (electric-fence style), so an
+ * access past the end faults at the instruction instead of corrupting the rig's heap.
+ * Online/offline runs at every program start, so freed blocks are cached by size and
+ * reused; the hot path never calls mmap, munmap or mprotect. Under ASan, calloc/free
+ * keep ASan's own redzone checks.
+ */
+
 #define SHIM_MAX_ALLOCS 64
+
+#ifdef __SANITIZE_ADDRESS__
+#define SHIM_GUARDED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SHIM_GUARDED 0
+#endif
+#endif
+#ifndef SHIM_GUARDED
+#define SHIM_GUARDED 1
+#endif
+
+#if SHIM_GUARDED
+
+/* A block: `len` bytes of mapping whose last page is the guard. */
+struct shim_block {
+	char *base;
+	size_t len;
+};
+
+static struct shim_alloc {
+	void *ptr;
+	struct shim_block block;
+} shim_allocs[SHIM_MAX_ALLOCS];
+static struct shim_block shim_free_blocks[SHIM_MAX_ALLOCS];
+
+static size_t shim_page_size(void)
+{
+	static size_t page;
+
+	if (!page) {
+		long p = sysconf(_SC_PAGESIZE);
+
+		page = p > 0 ? (size_t)p : 4096;
+	}
+	return page;
+}
+
+/* Mapping length for an object of `size` bytes: data pages plus one guard page. */
+static size_t shim_block_len(size_t size)
+{
+	size_t page = shim_page_size();
+
+	return ((size + 15 + page - 1) / page + 1) * page;
+}
+
+static int shim_block_get(size_t len, struct shim_block *b)
+{
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		if (shim_free_blocks[i].base && shim_free_blocks[i].len == len) {
+			*b = shim_free_blocks[i];
+			shim_free_blocks[i].base = NULL;
+			return 0;
+		}
+	}
+	b->base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->base == MAP_FAILED)
+		return -1;
+	b->len = len;
+	if (mprotect(b->base + len - shim_page_size(), shim_page_size(), PROT_NONE)) {
+		munmap(b->base, len);
+		return -1;
+	}
+	return 0;
+}
+
+static void shim_block_put(struct shim_block b)
+{
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		if (!shim_free_blocks[i].base) {
+			shim_free_blocks[i] = b;
+			return;
+		}
+	}
+	munmap(b.base, b.len);
+}
+
+void *lazymmu_shim_kzalloc(size_t size, gfp_t gfp)
+{
+	struct shim_block b;
+	uintptr_t end;
+	char *p;
+
+	(void)gfp;
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		if (shim_allocs[i].ptr)
+			continue;
+		if (shim_block_get(shim_block_len(size), &b))
+			return NULL;
+		/* The end against the guard page, the start 16-byte aligned like malloc's. */
+		end = (uintptr_t)(b.base + b.len - shim_page_size());
+		p = (char *)((end - size) & ~(uintptr_t)15);
+		/* A reused block holds the last object's bytes: zero all but the guard. */
+		memset(b.base, 0, b.len - shim_page_size());
+		shim_allocs[i].ptr = p;
+		shim_allocs[i].block = b;
+		return p;
+	}
+	return NULL; /* the implementation sees an allocation failure */
+}
+
+void lazymmu_shim_kfree(const void *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		if (shim_allocs[i].ptr == p) {
+			shim_block_put(shim_allocs[i].block);
+			shim_allocs[i].ptr = NULL;
+			return;
+		}
+	}
+	lazymmu_shim_report("kfree() of a pointer kzalloc() did not return");
+}
+
+/* Between programs: what the last one leaked goes back to the cache. */
+static void shim_free_all(void)
+{
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		if (shim_allocs[i].ptr) {
+			shim_block_put(shim_allocs[i].block);
+			shim_allocs[i].ptr = NULL;
+		}
+	}
+}
+
+#else /* !SHIM_GUARDED */
+
 static void *shim_allocs[SHIM_MAX_ALLOCS];
 
 void *lazymmu_shim_kzalloc(size_t size, gfp_t gfp)
@@ -62,6 +202,16 @@ void lazymmu_shim_kfree(const void *p)
 	}
 	lazymmu_shim_report("kfree() of a pointer kzalloc() did not return");
 }
+
+static void shim_free_all(void)
+{
+	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
+		free(shim_allocs[i]);
+		shim_allocs[i] = NULL;
+	}
+}
+
+#endif /* SHIM_GUARDED */
 
 /* ---- static data of the implementation (sections renamed by the loader) ---- */
 
@@ -517,10 +667,7 @@ void lazymmu_shim_init(void)
 /* Between programs: free what the last one left allocated, restore the static data. */
 void lazymmu_shim_reset(void)
 {
-	for (int i = 0; i < SHIM_MAX_ALLOCS; i++) {
-		free(shim_allocs[i]);
-		shim_allocs[i] = NULL;
-	}
+	shim_free_all();
 	if (shim_data_image)
 		copy_raw(__start_lazymmu_impl_data, shim_data_image,
 			 (size_t)(__stop_lazymmu_impl_data - __start_lazymmu_impl_data));

@@ -75,6 +75,9 @@ impl CKernel {
         // the call; the callbacks' ctx is `m`, exclusively borrowed for the call.
         let r = unsafe { (self.lib.op)(&rec) };
         self.sync_out(m);
+        // A plain store into the poisoned half of a table's page is reported at the call
+        // that made it (a store past the end faults at the instruction instead).
+        m.check_poison();
         r
     }
 
