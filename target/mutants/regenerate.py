@@ -117,6 +117,116 @@ m('range-crosses-pmd', 'missing range hardening',
   'range_sane() no longer checks that [addr, end) stays in one PMD: an adversarial range running past the end of the page table is recorded,\nentries beyond the table are batched as if they belonged to it, and an IPTE-range can cross the end of the table.',
   [('\tif ((addr >> PMD_SHIFT) != ((end - 1) >> PMD_SHIFT))\n\t\treturn false;\n', '')])
 
+m('null-range-apply', 'NULL dereference',
+  'range_apply() raises mm->context.flush_count for the whole write-out, before its empty-window test, and arch_flush_lazy_mmu_mode() tests only "range"\n'
+  '(not range->base_pte), relying on that empty-window return: a nested disable while no range is recorded (lazy_mmu_mode_enable, lazy_mmu_mode_enable,\n'
+  'lazy_mmu_mode_disable; or a nested section after a pause/resume) calls range_apply() with range->mm == NULL, which faults on the flush_count increment.',
+  [('''static void range_apply(struct ipte_range *range)
+{
+	pte_t *start = range->start_pte;
+	pte_t *end = range->end_pte;
+
+	if (start >= end)
+		return;
+	kasan_unpoison_pte(start, end - start);
+	range_invalidate_runs(range);
+	range_store(range);
+	kasan_poison_pte(start, end - start);
+	range_reset_window(range);
+}''', '''static void range_apply(struct ipte_range *range)
+{
+	struct mm_struct *mm = range->mm;
+	pte_t *start = range->start_pte;
+	pte_t *end = range->end_pte;
+
+	/* No switch_mm() may find the mm while its batch is written out. */
+	atomic_inc(&mm->context.flush_count);
+	if (start < end) {
+		kasan_unpoison_pte(start, end - start);
+		range_invalidate_runs(range);
+		range_store(range);
+		kasan_poison_pte(start, end - start);
+		range_reset_window(range);
+	}
+	atomic_dec(&mm->context.flush_count);
+}'''),
+   ('''	range = this_cpu_read(ipte_range);
+	if (range && range->base_pte)
+		range_apply(range);
+}''', '''	range = this_cpu_read(ipte_range);
+	/* range_apply() returns at once when nothing is recorded. */
+	if (range)
+		range_apply(range);
+}''')])
+
+m('store-past-table', 'store past the page table',
+  'range_store() has a fast path for a dense window (every slot pending) that reaches the end of the page table: it stores the slots with plain C stores\n'
+  '"*ptep = range->cache[idx]" in a loop bounded by "ptep <= range->end_pte", so it also stores one PTE past the 2 KiB table (entry 256);\n'
+  'enable_with_ptes over t0[K..256], an update of t0[255] (and of every entry between the lowest updated one and 255), disable.',
+  [('''/* Every pending entry is invalid in memory now: store the new values. */
+static void range_store(struct ipte_range *range)
+{
+	unsigned int idx;
+	pte_t *ptep;
+
+	for (ptep''', '''/* Is every slot of the window pending? */
+static bool range_window_dense(struct ipte_range *range)
+{
+	pte_t *ptep;
+
+	for (ptep = range->start_pte; ptep < range->end_pte; ptep++)
+		if (!slot_pending(range, ptep - range->base_pte))
+			return false;
+	return true;
+}
+
+/* Every pending entry is invalid in memory now: store the new values. */
+static void range_store(struct ipte_range *range)
+{
+	unsigned int idx;
+	pte_t *ptep;
+
+	/*
+	 * zap_pte_range() over the rest of a PMD: a dense window that runs to the
+	 * end of the table is stored in one go, without testing the bitmap.
+	 */
+	if (!((unsigned long)range->end_pte & (PTRS_PER_PTE * sizeof(pte_t) - 1)) &&
+	    range_window_dense(range)) {
+		for (ptep = range->start_pte; ptep <= range->end_pte; ptep++) {
+			idx = ptep - range->base_pte;
+			*ptep = range->cache[idx];
+			slot_empty(range, idx);
+		}
+		return;
+	}
+	for (ptep''')])
+
+m('cache-index-oob', 'out-of-bounds cache index',
+  'RANGE_LONG_BITS counts the bytes of a long (8) instead of its bits, while the pending bitmap is still sized for 256 bits (4 longs):\n'
+  'slot idx uses pending[idx / 8], so any access to a slot 32 or more entries past the range start (set_pte of t0[40] in a section over t0[0..64])\n'
+  "reads and writes pending[4..31], up to 224 bytes past the end of the kzalloc'd struct ipte_range; shorter offsets behave as the reference.",
+  [('#define RANGE_LONG_BITS\t(8 * sizeof(unsigned long))\n#define RANGE_MAP_LONGS\t(PTRS_PER_PTE / RANGE_LONG_BITS)\n',
+    '#define RANGE_LONG_BITS\t(sizeof(unsigned long))\n#define RANGE_MAP_LONGS\t(PTRS_PER_PTE / (8 * sizeof(unsigned long)))\n')])
+
+m('endless-apply-loop', 'endless loop',
+  'range_invalidate_runs() wants one IPTE-range to cover an invalid-in-memory run and the valid run right after it, so it ends the pass with "continue"\n'
+  'without advancing; the next pass finds the same invalid run again and the leave spins forever. It takes a pending slot invalid in memory\n'
+  'directly followed by a pending slot valid in memory: set_pte of t0[3] (over none) and ptep_get_and_clear of a valid t0[4] on an mm two CPUs run, then disable.',
+  [('''		if (!invalid)
+			range_invalidate(range, ptep, count);
+		ptep += count;
+	}''', '''		/*
+		 * An IPTE of an invalid entry is harmless: an invalid run right
+		 * before a valid one is left to the next pass, one IPTE-range for both.
+		 */
+		if (invalid && ptep + count < range->end_pte &&
+		    slot_pending(range, ptep + count - range->base_pte))
+			continue;
+		if (!invalid)
+			range_invalidate(range, ptep, count);
+		ptep += count;
+	}''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
