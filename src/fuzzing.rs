@@ -1,9 +1,11 @@
 //! `lazymmu fuzz`, `lazymmu mutants` and `lazymmu bench`.
 //!
-//! `fuzz` is a supervisor: each job is a worker process (`lazymmu fuzz-worker`) running
-//! the built-in loop on one implementation, reporting its statistics as JSON lines. A
-//! worker killed by a crash in the C code is recorded as a finding, with the program it
-//! was running (kept in a memory-mapped file), and restarted.
+//! `fuzz` starts one worker process (`lazymmu fuzz-worker`) per job, each running the
+//! built-in loop on one implementation and reporting its statistics as JSON lines. A
+//! worker never runs the implementation itself: it is the supervisor of disposable
+//! executors (lazymmu_engine::executor), so a crash or hang in the C code costs an
+//! executor, not the worker. A worker that dies anyway is a rig bug: said so, restarted.
+//! Workers and executors die with their parent.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -12,11 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel, Stats};
-use lazymmu_engine::out::{load_dir, Inflight, OutDir};
+use lazymmu_engine::executor::{ExecOptions, Executor};
+use lazymmu_engine::fuzz::{Config, Fuzzer, Minimizer, ModeSel, Stats};
+use lazymmu_engine::out::{load_dir, OutDir};
 use lazymmu_engine::Differ;
-use lazymmu_harness::check::crash_verdict;
-use lazymmu_harness::isolate::Crash;
 use lazymmu_harness::{gen, Mode};
 use lazymmu_target::Source;
 
@@ -54,6 +55,39 @@ pub struct FuzzPlan {
     pub mode: ModeSel,
     pub time: Option<Duration>,
     pub runs: Option<u64>,
+    /// Per-program timeout: a program that runs longer is a hang.
+    pub timeout: Duration,
+}
+
+/// Loads `source` into a crash-proof executor.
+pub fn executor(source: &Source, timeout: Duration) -> Result<Executor, String> {
+    let kernel = lazymmu_target::load(source).map_err(|e| e.to_string())?;
+    let opts = ExecOptions {
+        timeout,
+        ..ExecOptions::default()
+    };
+    Executor::new(Differ::new(kernel), opts).map_err(|e| format!("cannot set up executors: {e}"))
+}
+
+/// The triage minimizer, for crashes found while fuzzing.
+pub fn crash_minimizer() -> Minimizer {
+    Box::new(|exec, p, sig, deadline| {
+        lazymmu_triage::minimize::minimize_against(exec, p, sig, None, deadline)
+            .map(|m| m.program)
+            .unwrap_or_else(|_| p.clone())
+    })
+}
+
+/// A worker dies with the process that started it (even one killed with SIGKILL).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
 }
 
 fn mode_arg(m: ModeSel) -> &'static str {
@@ -67,8 +101,6 @@ fn mode_arg(m: ModeSel) -> &'static str {
 struct Worker {
     child: Child,
     source: usize,
-    out: PathBuf,
-    id: usize,
     runs_before: u64,
 }
 
@@ -94,6 +126,7 @@ fn spawn_worker(
             .to_string(),
         ])
         .args(["--mode", mode_arg(plan.mode)])
+        .args(["--timeout", &plan.timeout.as_millis().to_string()])
         .arg("--out")
         .arg(&out)
         .arg("--seeds")
@@ -105,6 +138,7 @@ fn spawn_worker(
     if let Some(t) = time {
         cmd.args(["--time", &format!("{:.3}", t.as_secs_f64())]);
     }
+    die_with_parent(&mut cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -122,27 +156,8 @@ fn spawn_worker(
     Ok(Worker {
         child,
         source,
-        out,
-        id,
         runs_before: 0,
     })
-}
-
-/// Records the program a dead worker was running as a crash finding.
-fn record_crash(w: &Worker, name: &str, status: std::process::ExitStatus) -> Option<String> {
-    use std::os::unix::process::ExitStatusExt;
-    let text = Inflight::read(&w.out.join(".inflight").join(format!("worker-{}", w.id)))?;
-    let program = lazymmu_harness::text::parse(&text).ok()?;
-    let crash = Crash {
-        signal: status.signal(),
-        exit_code: status.code(),
-        stderr: String::new(),
-    };
-    let v = crash_verdict(&program, &crash);
-    let f = v.findings[0].clone();
-    let out = OutDir::new(&w.out).ok()?;
-    out.save_finding(name, &program, &f, &v, None).ok()?;
-    Some(f.signature())
 }
 
 fn progress_line(elapsed: Duration, stats: &BTreeMap<usize, Stats>, base_runs: u64) -> String {
@@ -239,22 +254,14 @@ pub fn fuzz(plan: &FuzzPlan) -> Result<BTreeMap<String, BTreeMap<String, u64>>, 
                 continue;
             }
             let name = &names[w.source];
-            match record_crash(&w, name, status) {
-                Some(sig) => {
-                    eprintln!(
-                        "\nlazymmu: {name} crashed ({status}); program saved under {}",
-                        w.out.join("findings").join(&sig).display()
-                    );
-                    *crashes
-                        .entry(name.clone())
-                        .or_default()
-                        .entry(sig)
-                        .or_default() += 1;
-                }
-                None => eprintln!(
-                    "\nlazymmu: a worker for {name} died ({status}) with no program in flight"
-                ),
-            }
+            // The implementation runs in the worker's executors, never in the worker:
+            // a dead worker is the rig's own failure.
+            eprintln!("\nlazymmu: rig bug: the worker for {name} died ({status}); restarting it");
+            *crashes
+                .entry(name.clone())
+                .or_default()
+                .entry("lazymmu-rig-bug-worker".into())
+                .or_default() += 1;
             finished.insert(id * 1000 + restarts as usize, s.clone());
             restarts += 1;
             let left_time = plan.time.map(|t| t.saturating_sub(start.elapsed()));
@@ -353,6 +360,7 @@ pub fn fuzz(plan: &FuzzPlan) -> Result<BTreeMap<String, BTreeMap<String, u64>>, 
 }
 
 pub struct WorkerArgs {
+    pub timeout: Duration,
     pub worker: usize,
     pub seed: u64,
     pub mode: ModeSel,
@@ -377,12 +385,10 @@ fn seed_programs(dir: &Path, mode: ModeSel) -> Vec<lazymmu_harness::Program> {
 
 /// One worker: fuzzes one implementation, prints its statistics as JSON lines.
 pub fn worker(source: &Source, a: &WorkerArgs) -> Result<Stats, String> {
-    let kernel = lazymmu_target::load(source).map_err(|e| e.to_string())?;
+    let exec = executor(source, a.timeout)?;
     let out = OutDir::new(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let kill_against = if a.kill {
-        Some(Differ::new(
-            lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?,
-        ))
+        Some(executor(&Source::Reference, a.timeout)?)
     } else {
         None
     };
@@ -395,8 +401,9 @@ pub fn worker(source: &Source, a: &WorkerArgs) -> Result<Stats, String> {
         out: Some(out),
         worker: a.worker,
         kill_against,
+        minimizer: Some(crash_minimizer()),
     };
-    let mut f = Fuzzer::new(Differ::new(kernel), cfg);
+    let mut f = Fuzzer::new(exec, cfg);
     let stdout = std::io::stdout();
     let stats = f.run(Duration::from_millis(400), |s| {
         let mut lock = stdout.lock();
@@ -475,7 +482,7 @@ pub fn mutants(
                 k += 1;
                 continue;
             };
-            let (i, _, t0, rx) = running.remove(k);
+            let (i, _, _, rx) = running.remove(k);
             let last: Option<Stats> = rx
                 .try_iter()
                 .filter_map(|l| serde_json::from_str(&l).ok())
@@ -486,12 +493,9 @@ pub fn mutants(
                 .to_string_lossy()
                 .into_owned();
             let killed = if !status.success() {
-                // A crash in the mutant's C code kills it too.
-                Some((
-                    t0.elapsed().as_secs_f64(),
-                    last.as_ref().map_or(0, |s| s.runs),
-                    format!("lazymmu-crash ({status})"),
-                ))
+                // Crashes are caught in executors: a dead worker is the rig's failure.
+                eprintln!("lazymmu: rig bug: the worker for {name} died ({status})");
+                None
             } else {
                 last.and_then(|s| s.killed).map(|k| {
                     // The program that told the mutant from the reference.
@@ -611,7 +615,7 @@ pub fn corpus(
     out: &Path,
     prune_in_place: bool,
 ) -> Result<(), String> {
-    let mut d = Differ::new(lazymmu_target::load(source).map_err(|e| e.to_string())?);
+    let mut d = executor(source, ExecOptions::default().timeout)?;
     let all = lazymmu_engine::corpus::read_inputs(inputs);
     let programs: Vec<_> = all.iter().map(|(_, p)| p.clone()).collect();
     let (kept, features) = lazymmu_engine::corpus::minimize_set(&mut d, &programs);
@@ -655,11 +659,9 @@ fn kill_time(
     budget: Duration,
     seed: u64,
 ) -> Result<Option<(f64, u64)>, String> {
-    let mut target = Differ::new(
-        lazymmu_target::load(&Source::Mutant(mutant.to_path_buf())).map_err(|e| e.to_string())?,
-    );
-    let mut reference =
-        Differ::new(lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?);
+    let timeout = ExecOptions::default().timeout;
+    let mut target = executor(&Source::Mutant(mutant.to_path_buf()), timeout)?;
+    let mut reference = executor(&Source::Reference, timeout)?;
     match engine {
         "builtin" => {
             let cfg = Config {
@@ -671,6 +673,7 @@ fn kill_time(
                 out: None,
                 worker: 0,
                 kill_against: Some(reference),
+                minimizer: None,
             };
             let s = Fuzzer::new(target, cfg).run(Duration::from_secs(3600), |_| {});
             Ok(s.killed.map(|k| (k.elapsed_ms as f64 / 1000.0, k.runs)))
@@ -679,26 +682,28 @@ fn kill_time(
             // Plain random generation: fresh programs from random bytes, no feedback.
             let mut rng = lazymmu_engine::rng::Rng::new(seed);
             let t0 = Instant::now();
+            let deadline = t0 + budget;
             let mut runs = 0;
-            while t0.elapsed() < budget {
-                let m = match mode {
-                    ModeSel::Realistic => Mode::Realistic,
-                    ModeSel::Adversarial => Mode::Adversarial,
-                    ModeSel::Mixed => {
-                        if rng.chance(1, 2) {
-                            Mode::Realistic
-                        } else {
-                            Mode::Adversarial
-                        }
+            while Instant::now() < deadline {
+                let batch: Vec<_> = (0..32)
+                    .map(|_| {
+                        let m = match mode {
+                            ModeSel::Realistic => Mode::Realistic,
+                            ModeSel::Adversarial => Mode::Adversarial,
+                            ModeSel::Mixed if rng.chance(1, 2) => Mode::Realistic,
+                            ModeSel::Mixed => Mode::Adversarial,
+                        };
+                        let n = 64 + rng.below(1024);
+                        gen::from_bytes(&rng.bytes(n), m)
+                    })
+                    .collect();
+                let outcomes = target.run_batch(&batch, false, Some(deadline));
+                for (p, o) in batch.iter().zip(outcomes) {
+                    runs += 1;
+                    if !o.verdict(p).findings.is_empty() && reference.verdict(p).findings.is_empty()
+                    {
+                        return Ok(Some((t0.elapsed().as_secs_f64(), runs)));
                     }
-                };
-                let n = 64 + rng.below(1024);
-                let p = gen::from_bytes(&rng.bytes(n), m);
-                runs += 1;
-                if !target.verdict(&p).findings.is_empty()
-                    && reference.verdict(&p).findings.is_empty()
-                {
-                    return Ok(Some((t0.elapsed().as_secs_f64(), runs)));
                 }
             }
             Ok(None)

@@ -9,7 +9,8 @@ use std::time::Duration;
 use lazymmu_engine::fuzz::ModeSel;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lazymmu_harness::{contract, gen, isolate, report, text, Mode, Program, Trace};
+use lazymmu_engine::executor::Outcome;
+use lazymmu_harness::{contract, gen, report, text, Mode, Program, Trace};
 use lazymmu_target::Source;
 
 #[derive(Parser)]
@@ -139,10 +140,14 @@ enum Command {
         json: bool,
         #[command(flatten)]
         implementation: ImplArgs,
-        /// Run the implementation in a child process, so that a crash is reported
-        /// instead of killing the rig.
-        #[arg(long)]
+        /// Accepted for older scripts: the implementation always runs in a disposable
+        /// executor process, so a crash or hang is reported (signal, fault address,
+        /// symbolized call trace, step) instead of killing the rig.
+        #[arg(long, hide = true)]
         isolate: bool,
+        /// Milliseconds a program may run before it is reported as a hang.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        timeout: u64,
     },
     /// Compile an implementation against the shim (or find it in the cache) and say which
     /// generation it is; bad input gets the compiler's errors and the names the shim lacks.
@@ -182,6 +187,10 @@ enum Command {
         /// Seed corpus directory.
         #[arg(long)]
         seeds: Option<PathBuf>,
+        /// Milliseconds a program may run before it is reported as a hang (the executor
+        /// running it is killed and replaced).
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        timeout: u64,
     },
     /// One fuzzing worker (started by `fuzz` and `mutants`).
     #[command(hide = true)]
@@ -205,6 +214,8 @@ enum Command {
         /// Stop at the first finding the reference does not show.
         #[arg(long)]
         kill: bool,
+        #[arg(long, default_value_t = 1000)]
+        timeout: u64,
     },
     /// Fuzz every mutant in target/mutants (realistic and adversarial programs) until a
     /// program shows a finding the reference does not, and print a table: mutant, bug
@@ -337,17 +348,20 @@ fn load(path: &Path) -> Result<Program, String> {
     load_with_lines(path).map(|(p, _)| p)
 }
 
-/// Runs a program through the chosen implementation, or the oracle.
-fn run_program(p: &Program, args: &ImplArgs, isolate: bool) -> Result<Trace, String> {
+/// Runs a program through the chosen implementation (in an executor), or the oracle.
+fn run_program(p: &Program, args: &ImplArgs, timeout: Duration) -> Result<Trace, String> {
     let Some(src) = args.source()? else {
         return Ok(lazymmu_oracle::run(p));
     };
-    let mut kernel = lazymmu_target::load(&src).map_err(|e| e.to_string())?;
-    if isolate {
-        isolate::run_in_child(|| lazymmu_harness::run(p, &mut kernel))
-            .map_err(|c| format!("{} crashed on this program: {c}", kernel.library().name))
-    } else {
-        Ok(lazymmu_harness::run(p, &mut kernel))
+    let mut exec = fuzzing::executor(&src, timeout)?;
+    match exec.run_one(p, true) {
+        Outcome::Ran(r) => Ok(r.target.expect("asked for the trace")),
+        Outcome::Died(c, _) => Err(format!(
+            "{} {}:\n{}",
+            exec.name(),
+            c.verdict(p).findings[0].signature(),
+            c.render()
+        )),
     }
 }
 
@@ -379,9 +393,10 @@ fn main() -> ExitCode {
             file,
             json,
             implementation,
-            isolate,
+            isolate: _,
+            timeout,
         } => load(&file).and_then(|p| {
-            let trace = run_program(&p, &implementation, isolate)?;
+            let trace = run_program(&p, &implementation, Duration::from_millis(timeout))?;
             if json {
                 println!(
                     "{}",
@@ -443,6 +458,7 @@ fn main() -> ExitCode {
             mode,
             out,
             seeds,
+            timeout,
         } => (|| {
             let mut sources = implementation.sources()?;
             if sources.is_empty() {
@@ -460,6 +476,7 @@ fn main() -> ExitCode {
                 mode: mode.sel(),
                 time: time.map(Duration::from_secs_f64),
                 runs,
+                timeout: Duration::from_millis(timeout),
             };
             let result = fuzzing::fuzz(&plan)?;
             let bad: usize = result
@@ -482,9 +499,11 @@ fn main() -> ExitCode {
             runs,
             time,
             kill,
+            timeout,
         } => (|| {
             let source = implementation.source()?.unwrap_or(Source::Reference);
             let args = fuzzing::WorkerArgs {
+                timeout: Duration::from_millis(timeout),
                 worker,
                 seed,
                 mode: mode.sel(),
@@ -600,9 +619,8 @@ fn main() -> ExitCode {
                 (None, Some(name)) => lazymmu_triage::dedup::source_for(name)?,
                 (None, None) => Source::Reference,
             };
-            let mut d = lazymmu_engine::Differ::new(
-                lazymmu_target::load(&source).map_err(|e| e.to_string())?,
-            );
+            let timeout = lazymmu_engine::executor::ExecOptions::default().timeout;
+            let mut d = fuzzing::executor(&source, timeout)?;
             let sig = match signature {
                 Some(s) => s,
                 None => lazymmu_triage::minimize::first_signature(&mut d, &input.program)
@@ -610,16 +628,17 @@ fn main() -> ExitCode {
             };
             let t0 = std::time::Instant::now();
             let mut reference = match reference_clean {
-                true => Some(lazymmu_engine::Differ::new(
-                    lazymmu_target::load(&Source::Reference).map_err(|e| e.to_string())?,
-                )),
+                true => Some(fuzzing::executor(&Source::Reference, timeout)?),
                 false => None,
             };
             let m = lazymmu_triage::minimize::minimize_against(
                 &mut d,
                 &input.program,
                 &sig,
-                reference.as_mut(),
+                reference
+                    .as_mut()
+                    .map(|r| r as &mut dyn lazymmu_engine::Checker),
+                None,
             )?;
             eprintln!(
                 "lazymmu: {sig}: {} -> {} steps, {} runs, {:.2}s",
@@ -664,16 +683,46 @@ fn main() -> ExitCode {
                 (None, Some(n)) => lazymmu_triage::dedup::source_for(n)?,
                 (None, None) => Source::Reference,
             };
-            let mut d = lazymmu_engine::Differ::new(
-                lazymmu_target::load(&source).map_err(|e| e.to_string())?,
-            );
+            let timeout = lazymmu_engine::executor::ExecOptions::default().timeout;
+            let mut d = fuzzing::executor(&source, timeout)?;
             let mut program = input.program;
             if minimize {
                 let sig = lazymmu_triage::minimize::first_signature(&mut d, &program)
                     .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?;
                 program = lazymmu_triage::minimize::minimize(&mut d, &program, &sig)?.program;
             }
-            let r = lazymmu_triage::Repro::new(&mut d, program);
+            let r = match lazymmu_triage::Repro::new(&mut d, program.clone()) {
+                Ok(r) => r,
+                Err(c) => {
+                    // A crash or hang has no trace to show: its report and program are
+                    // the reproducer.
+                    let v = c.verdict(&program);
+                    let out = format!(
+                        "{} on {}\n\n{}\n{}",
+                        v.findings[0].signature(),
+                        d.name(),
+                        c.render(),
+                        text::to_text(&program)
+                    );
+                    if kunit || json || svg {
+                        return Err(format!(
+                            "{}: the program crashes {} ({}); only --text exports a crash",
+                            file.display(),
+                            d.name(),
+                            c.headline()
+                        ));
+                    }
+                    return match output {
+                        Some(o) => {
+                            std::fs::write(&o, out).map_err(|e| format!("{}: {e}", o.display()))
+                        }
+                        None => {
+                            print!("{out}");
+                            Ok(())
+                        }
+                    };
+                }
+            };
             if r.first().is_none() {
                 eprintln!(
                     "lazymmu: note: {} shows no finding on this program",

@@ -155,4 +155,8 @@ fn main() {
         generation.number()
     );
     println!("cargo:rustc-env=LAZYMMU_BUILTIN_NAME={name}");
+    println!(
+        "cargo:rustc-env=LAZYMMU_BUILTIN_FILE={}",
+        c_file.file_name().unwrap().to_string_lossy()
+    );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use lazymmu_harness::gen::decode_input;
 use lazymmu_harness::{Mode, Program};
 
-use crate::Differ;
+use crate::executor::Executor;
 
 /// Every regular file under `dirs` (recursively, hidden files and reports skipped),
 /// decoded; duplicates by program text dropped. Sorted by path, so results are stable.
@@ -56,10 +56,13 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) {
 /// A subset keeping every feature of the whole set: greedy set cover, taking first the
 /// programs that add the most features (shorter ones on ties). Returns the kept indices
 /// (in input order) and the number of features covered.
-pub fn minimize_set(differ: &mut Differ, programs: &[Program]) -> (Vec<usize>, usize) {
-    let sets: Vec<BTreeSet<u32>> = programs
+/// The programs run in executors: inputs from other engines may well crash.
+pub fn minimize_set(exec: &mut Executor, programs: &[Program]) -> (Vec<usize>, usize) {
+    let sets: Vec<BTreeSet<u32>> = exec
+        .run_batch(programs, false, None)
         .iter()
-        .map(|p| differ.verdict(p).features.into_iter().collect())
+        .zip(programs)
+        .map(|(o, p)| o.verdict(p).features.into_iter().collect())
         .collect();
     let mut covered: BTreeSet<u32> = BTreeSet::new();
     let mut kept = vec![];

@@ -5,16 +5,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lazymmu_harness::check::{Finding, Verdict, FEATURES};
+use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
 use lazymmu_harness::gen::from_bytes;
 use lazymmu_harness::text::to_text;
 use lazymmu_harness::{Mode, Program};
 use serde::{Deserialize, Serialize};
 
+use crate::executor::{CrashReport, Executor, Outcome};
 use crate::mutate::mutate;
-use crate::out::{Inflight, OutDir};
+use crate::out::OutDir;
 use crate::rng::Rng;
-use crate::Differ;
 
 /// Which programs to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,11 @@ pub enum ModeSel {
     /// Both: realistic seeds and programs, and adversarial ones.
     Mixed,
 }
+
+/// Turns a finding's program into a 1-minimal reproducer that keeps the signature (the
+/// triage minimizer, given by the caller: this crate sits below it). It must stop soon
+/// after `deadline`.
+pub type Minimizer = Box<dyn FnMut(&mut Executor, &Program, &str, Option<Instant>) -> Program>;
 
 pub struct Config {
     pub seed: u64,
@@ -35,7 +40,9 @@ pub struct Config {
     pub out: Option<OutDir>,
     pub worker: usize,
     /// Stop at the first finding the reference does not also show (mutant killing).
-    pub kill_against: Option<Differ>,
+    pub kill_against: Option<Executor>,
+    /// Minimizes crash and hang findings as they appear.
+    pub minimizer: Option<Minimizer>,
 }
 
 /// What a run has done so far.
@@ -52,6 +59,13 @@ pub struct Stats {
     pub elapsed_ms: u64,
     /// Set in kill mode when a finding the reference does not show was found.
     pub killed: Option<Kill>,
+    /// Programs that killed their executor (crash or hang).
+    pub deaths: u64,
+    /// Executors started, and the time that took.
+    pub executors: u64,
+    pub spawn_ms: u64,
+    /// Milliseconds from the start to the first crash report on disk, minimized.
+    pub first_crash_report_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,27 +86,29 @@ impl Stats {
 }
 
 pub struct Fuzzer {
-    differ: Differ,
+    exec: Executor,
     cfg: Config,
     rng: Rng,
     corpus: Vec<Program>,
     seen: Vec<u64>,
     stats: Stats,
-    inflight: Option<Inflight>,
     start: Instant,
     /// (tries, tries that reached new features) for fresh programs [0] and mutants [1].
     arms: [(u64, u64); 2],
+    /// A crash or hang signature as first seen -> the signature of its minimized
+    /// reproducer (which decides bug or hardening), so each site is minimized once.
+    crash_sites: BTreeMap<String, String>,
 }
 
+/// Programs per round: generated from the corpus as it was at the round's start, run in
+/// one request to the executor.
+const ROUND: usize = 32;
+
 impl Fuzzer {
-    pub fn new(differ: Differ, mut cfg: Config) -> Fuzzer {
-        let inflight = cfg
-            .out
-            .as_ref()
-            .and_then(|o| Inflight::create(&o.inflight_path(cfg.worker)).ok());
+    pub fn new(exec: Executor, mut cfg: Config) -> Fuzzer {
         let seeds = std::mem::take(&mut cfg.seeds);
         let mut f = Fuzzer {
-            differ,
+            exec,
             rng: Rng::new(cfg.seed),
             stats: Stats {
                 worker: cfg.worker,
@@ -101,16 +117,18 @@ impl Fuzzer {
             cfg,
             corpus: vec![],
             seen: vec![0; (FEATURES / 64) as usize],
-            inflight,
             start: Instant::now(),
             arms: [(0, 0); 2],
+            crash_sites: BTreeMap::new(),
         };
         let mut initial = seeds;
         if let Some(o) = &f.cfg.out {
             initial.extend(o.load_corpus().into_iter().map(|(_, p)| p));
         }
-        for p in initial {
-            f.execute(p, true);
+        initial.retain(|p| p.validate().is_ok());
+        for chunk in initial.chunks(ROUND) {
+            let kinds = vec![None; chunk.len()];
+            f.execute(chunk, &kinds, true);
         }
         f
     }
@@ -119,9 +137,13 @@ impl Fuzzer {
         &self.stats
     }
 
+    fn deadline(&self) -> Option<Instant> {
+        self.cfg.time.map(|t| self.start + t)
+    }
+
     fn budget_left(&self) -> bool {
         self.cfg.runs.is_none_or(|r| self.stats.runs < r)
-            && self.cfg.time.is_none_or(|t| self.start.elapsed() < t)
+            && self.deadline().is_none_or(|d| Instant::now() < d)
             && self.stats.killed.is_none()
     }
 
@@ -129,16 +151,22 @@ impl Fuzzer {
     pub fn run(&mut self, every: Duration, mut progress: impl FnMut(&Stats)) -> Stats {
         let mut last = Instant::now();
         while self.budget_left() {
-            self.one();
+            self.round();
             if last.elapsed() >= every {
                 last = Instant::now();
-                self.stats.elapsed_ms = self.start.elapsed().as_millis() as u64;
+                self.update_clock();
                 progress(&self.stats);
             }
         }
-        self.stats.elapsed_ms = self.start.elapsed().as_millis() as u64;
+        self.update_clock();
         progress(&self.stats);
         self.stats.clone()
+    }
+
+    fn update_clock(&mut self) {
+        self.stats.elapsed_ms = self.start.elapsed().as_millis() as u64;
+        self.stats.executors = self.exec.stats.executors_started;
+        self.stats.spawn_ms = self.exec.stats.spawn_us / 1000;
     }
 
     fn mode_for_new(&mut self) -> Mode {
@@ -155,63 +183,103 @@ impl Fuzzer {
         }
     }
 
-    /// One iteration: a fresh program now and then, else a mutant of a corpus program.
-    pub fn one(&mut self) {
+    /// One new program: a fresh one now and then, else a mutant of a corpus program.
+    /// Returns it with the arm it came from (0 fresh, 1 mutant).
+    fn propose(&mut self) -> Option<(Program, usize)> {
         // Fresh programs or mutants, in proportion to how often each reached new model
         // features lately (a two-armed bandit, kept between 10% and 90% either way).
         let rate = |(tries, wins): (u64, u64)| (wins as f64 + 1.0) / (tries as f64 + 2.0);
         let (f, m) = (rate(self.arms[0]), rate(self.arms[1]));
         let p_fresh = (f / (f + m)).clamp(0.1, 0.9);
         let fresh = self.corpus.is_empty() || (self.rng.below(1000) as f64) < p_fresh * 1000.0;
-        let p = if fresh {
+        if fresh {
             let n = 64 + self.rng.below(1024);
             let bytes = self.rng.bytes(n);
             let mode = self.mode_for_new();
-            from_bytes(&bytes, mode)
-        } else {
-            // Favour recent discoveries half of the time.
-            let n = self.corpus.len();
-            let i = if self.rng.chance(1, 2) {
-                n - 1 - self.rng.below(n.div_ceil(4))
-            } else {
-                self.rng.below(n)
-            };
-            let mut parent = self.corpus[i].clone();
-            if self.cfg.mode != ModeSel::Realistic
-                && parent.config.mode == Mode::Realistic
-                && self.rng.chance(1, 8)
-            {
-                parent.config.mode = Mode::Adversarial;
-            }
-            let other = self.corpus[self.rng.below(n)].clone();
-            match mutate(&parent, Some(&other), &mut self.rng) {
-                Some(p) => p,
-                None => return,
-            }
-        };
-        let new = self.execute(p, false);
-        let arm = &mut self.arms[!fresh as usize];
-        // Recent behaviour counts: halve the history now and then.
-        if arm.0 >= 512 {
-            *arm = (arm.0 / 2, arm.1 / 2);
+            return Some((from_bytes(&bytes, mode), 0));
         }
-        arm.0 += 1;
-        arm.1 += (new > 0) as u64;
+        // Favour recent discoveries half of the time.
+        let n = self.corpus.len();
+        let i = if self.rng.chance(1, 2) {
+            n - 1 - self.rng.below(n.div_ceil(4))
+        } else {
+            self.rng.below(n)
+        };
+        let mut parent = self.corpus[i].clone();
+        if self.cfg.mode != ModeSel::Realistic
+            && parent.config.mode == Mode::Realistic
+            && self.rng.chance(1, 8)
+        {
+            parent.config.mode = Mode::Adversarial;
+        }
+        let other = self.corpus[self.rng.below(n)].clone();
+        mutate(&parent, Some(&other), &mut self.rng).map(|p| (p, 1))
     }
 
-    /// Runs one program and learns from it; returns how many new features it reached.
-    fn execute(&mut self, p: Program, initial: bool) -> u64 {
-        if p.validate().is_err() {
-            return 0;
+    /// One round: up to `ROUND` new programs, run in the executor, learnt from in order.
+    pub fn round(&mut self) {
+        let want = self.cfg.runs.map_or(ROUND, |r| {
+            (r - self.stats.runs.min(r)).min(ROUND as u64) as usize
+        });
+        let mut batch = Vec::with_capacity(want);
+        let mut arms = Vec::with_capacity(want);
+        // Bounded: a corpus whose mutations keep failing must not spin here.
+        for _ in 0..want * 4 {
+            if batch.len() == want {
+                break;
+            }
+            if let Some((p, arm)) = self.propose() {
+                if p.validate().is_ok() {
+                    batch.push(p);
+                    arms.push(Some(arm));
+                }
+            }
         }
-        if let Some(f) = &mut self.inflight {
-            f.set(&to_text(&p));
+        self.execute(&batch, &arms, false);
+    }
+
+    /// Runs programs and learns from them, in order.
+    fn execute(&mut self, programs: &[Program], arms: &[Option<usize>], initial: bool) {
+        let deadline = self.deadline();
+        let outcomes = self.exec.run_batch(programs, false, deadline);
+        for ((p, arm), outcome) in programs.iter().zip(arms).zip(outcomes) {
+            self.stats.runs += 1;
+            let verdict = match &outcome {
+                Outcome::Ran(r) => &r.verdict,
+                Outcome::Died(..) => {
+                    self.stats.deaths += 1;
+                    &outcome.verdict(p)
+                }
+            };
+            let new = self.features(verdict);
+            if new > 0 || (initial && self.corpus.is_empty()) {
+                if let (Some(o), false) = (&self.cfg.out, initial) {
+                    let _ = o.save_corpus(p);
+                }
+                self.corpus.push(p.clone());
+                self.stats.corpus = self.corpus.len() as u64;
+            }
+            if let Some(arm) = *arm {
+                let a = &mut self.arms[arm];
+                // Recent behaviour counts: halve the history now and then.
+                if a.0 >= 512 {
+                    *a = (a.0 / 2, a.1 / 2);
+                }
+                a.0 += 1;
+                a.1 += (new > 0) as u64;
+            }
+            match outcome {
+                Outcome::Ran(r) => self.learn(p, &r.verdict),
+                Outcome::Died(report, history) => self.learn_death(p, &report, history),
+            }
+            if self.stats.killed.is_some() {
+                break;
+            }
         }
-        let (target, _oracle, verdict) = self.differ.run(&p);
-        if let Some(f) = &mut self.inflight {
-            f.clear();
-        }
-        self.stats.runs += 1;
+    }
+
+    /// Marks the verdict's features seen; returns how many were new.
+    fn features(&mut self, verdict: &Verdict) -> u64 {
         let mut new = 0;
         for &x in &verdict.features {
             let (w, b) = ((x / 64) as usize, x % 64);
@@ -221,18 +289,10 @@ impl Fuzzer {
             }
         }
         self.stats.features += new;
-        if new > 0 || (initial && self.corpus.is_empty()) {
-            if let (Some(o), false) = (&self.cfg.out, initial) {
-                let _ = o.save_corpus(&p);
-            }
-            self.corpus.push(p.clone());
-            self.stats.corpus = self.corpus.len() as u64;
-        }
-        self.learn(&p, &verdict, &target);
         new
     }
 
-    fn learn(&mut self, p: &Program, v: &Verdict, target: &lazymmu_harness::Trace) {
+    fn learn(&mut self, p: &Program, v: &Verdict) {
         let mut first_seen: Vec<&Finding> = vec![];
         for f in &v.findings {
             let sig = f.signature();
@@ -242,9 +302,17 @@ impl Fuzzer {
                 first_seen.push(f);
             }
         }
-        for f in first_seen {
-            if let Some(o) = &self.cfg.out {
-                let _ = o.save_finding(&self.differ.name(), p, f, v, Some(target));
+        if !first_seen.is_empty() && self.cfg.out.is_some() {
+            // The report shows the target's trace: run it again for that (deterministic).
+            let trace = match self.exec.run_one(p, true) {
+                Outcome::Ran(r) => r.target.map(|t| lazymmu_harness::report::trace_text(p, &t)),
+                Outcome::Died(..) => None,
+            };
+            let name = self.exec.name();
+            for f in first_seen {
+                if let Some(o) = &self.cfg.out {
+                    let _ = o.save_finding(&name, p, f, v, trace.as_deref());
+                }
             }
         }
         for h in &v.hazards {
@@ -257,18 +325,88 @@ impl Fuzzer {
                 }
             }
         }
+        if let Some(f) = v.findings.first() {
+            self.check_kill(p, f.signature());
+        }
+    }
+
+    /// In kill mode: killed only by a program the reference gets right.
+    fn check_kill(&mut self, p: &Program, signature: String) {
         if let Some(reference) = &mut self.cfg.kill_against {
-            if let Some(f) = v.findings.first() {
-                // Killed only by a program the reference gets right.
-                if reference.verdict(p).findings.is_empty() {
-                    self.stats.killed = Some(Kill {
-                        signature: f.signature(),
-                        runs: self.stats.runs,
-                        elapsed_ms: self.start.elapsed().as_millis() as u64,
-                        program: to_text(p),
-                    });
+            if reference.verdict(p).findings.is_empty() {
+                self.stats.killed = Some(Kill {
+                    signature,
+                    runs: self.stats.runs,
+                    elapsed_ms: self.start.elapsed().as_millis() as u64,
+                    program: to_text(p),
+                });
+            }
+        }
+    }
+
+    /// A program killed its executor. The first time a site is seen: reproduce it alone
+    /// in a fresh executor (or report leaked state), minimize it, save the report.
+    fn learn_death(&mut self, p: &Program, report: &CrashReport, history: Vec<Program>) {
+        let v = report.verdict(p);
+        let raw = v.findings[0].signature();
+        if let Some(sig) = self.crash_sites.get(&raw) {
+            *self.stats.findings.entry(sig.clone()).or_insert(0) += 1;
+            return;
+        }
+        let alone = self.exec.run_alone(p, false);
+        let reproduced = match &alone {
+            Outcome::Died(r, _) => {
+                r.class() == report.class() && r.site_name() == report.site_name()
+            }
+            Outcome::Ran(_) => false,
+        };
+        if !reproduced {
+            let sig = format!("lazymmu-rig-state-leak-{}", report.site_name());
+            self.crash_sites.insert(raw, sig.clone());
+            *self.stats.findings.entry(sig.clone()).or_insert(0) += 1;
+            if let Some(o) = &self.cfg.out {
+                let _ = o.save_state_leak(&sig, &self.exec.name(), p, report, &alone, &history);
+            }
+            return;
+        }
+        let name = self.exec.name();
+        // Save at once (nothing lost if interrupted), then again minimized.
+        if let Some(o) = &self.cfg.out {
+            let _ = o.save_finding(&name, p, &v.findings[0], &v, None);
+        }
+        let mut sig = raw.clone();
+        if let Some(min) = &mut self.cfg.minimizer {
+            let deadline = self.cfg.time.map(|t| self.start + t);
+            // A hang costs a whole timeout per candidate that still hangs: minimize
+            // with a tighter one (still far above any program's real run time).
+            let timeout = self.exec.options().timeout;
+            if report.class() == Class::Hang {
+                self.exec
+                    .set_timeout((timeout / 10).max(Duration::from_millis(50)));
+            }
+            let small = min(&mut self.exec, p, &raw, deadline);
+            self.exec.set_timeout(timeout);
+            if let Outcome::Died(r, _) = self.exec.run_alone(&small, false) {
+                let sv = r.verdict(&small);
+                let f = &sv.findings[0];
+                if r.site_name() == report.site_name() && f.class == report.class() {
+                    sig = f.signature();
+                    if let Some(o) = &self.cfg.out {
+                        if sig != raw {
+                            // Bug or hardening is decided on the minimized program.
+                            let _ = std::fs::remove_dir_all(o.finding_dir(&raw));
+                        }
+                        let _ = o.save_finding(&name, &small, f, &sv, None);
+                        let _ = o.save_original(&sig, p);
+                    }
                 }
             }
         }
+        if self.stats.first_crash_report_ms.is_none() && self.cfg.out.is_some() {
+            self.stats.first_crash_report_ms = Some(self.start.elapsed().as_millis() as u64);
+        }
+        self.crash_sites.insert(raw, sig.clone());
+        *self.stats.findings.entry(sig.clone()).or_insert(0) += 1;
+        self.check_kill(p, sig);
     }
 }

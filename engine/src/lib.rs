@@ -4,12 +4,19 @@
 //! * `Differ`: the entry point (also what the fuzz targets call).
 //! * `mutate`: structure-aware mutations, shared with the libFuzzer custom mutator.
 //! * `fuzz`: the built-in coverage-guided loop (`lazymmu fuzz`), deterministic from a seed.
+//! * `executor`: crash-proof execution: the implementation runs in disposable executor
+//!   processes forked from the supervisor; crashes and hangs become symbolized reports.
+//! * `symbolize`: PCs to function and file:line, from the compiled object's debug info.
+//! * `Checker`: what the minimizer and the corpus tools need, given in-process (`Differ`)
+//!   or crash-proof (`Executor`).
 
 pub mod corpus;
+pub mod executor;
 pub mod fuzz;
 pub mod mutate;
 pub mod out;
 pub mod rng;
+pub mod symbolize;
 
 use lazymmu_harness::check::{self, Verdict};
 use lazymmu_harness::exec::Trace;
@@ -43,5 +50,32 @@ impl Differ {
 
     pub fn verdict(&mut self, p: &Program) -> Verdict {
         self.run(p).2
+    }
+}
+
+/// Gives the verdict of a program against the oracle. `Differ` runs the implementation in
+/// this process (only for code that cannot crash it); `Executor` runs it in a disposable
+/// executor, so a crash or a hang is a finding instead of the end of the process.
+pub trait Checker {
+    /// The implementation's name in reports.
+    fn name(&self) -> String;
+    fn verdict(&mut self, p: &Program) -> Verdict;
+}
+
+impl Checker for Differ {
+    fn name(&self) -> String {
+        Differ::name(self)
+    }
+    fn verdict(&mut self, p: &Program) -> Verdict {
+        Differ::verdict(self, p)
+    }
+}
+
+impl Checker for executor::Executor {
+    fn name(&self) -> String {
+        executor::Executor::name(self)
+    }
+    fn verdict(&mut self, p: &Program) -> Verdict {
+        executor::Executor::verdict(self, p)
     }
 }

@@ -9,16 +9,18 @@
 //!     report.txt                         what diverged, and the target's trace
 //!     verdict.json                       machine-readable verdict
 //! OUT/hazards/<key>/                 visibility hazards (rule 9), one example each
-//! OUT/.inflight/<worker>             the program a worker is running (crash recovery)
+//!     original.ops                       crashes: the program first seen, before minimization
+//!     sequence/                          a state leak: what the executor ran, in order
 //! ```
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use lazymmu_harness::check::{Finding, Hazard, Verdict};
-use lazymmu_harness::exec::Trace;
 use lazymmu_harness::text::to_text;
-use lazymmu_harness::{report, Program};
+use lazymmu_harness::Program;
+
+use crate::executor::{CrashReport, Outcome};
 
 /// Writes `contents` to `path` atomically.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -49,7 +51,7 @@ pub struct OutDir {
 
 impl OutDir {
     pub fn new(root: &Path) -> std::io::Result<OutDir> {
-        for d in ["corpus", "findings", "hazards", ".inflight"] {
+        for d in ["corpus", "findings", "hazards"] {
             std::fs::create_dir_all(root.join(d))?;
         }
         Ok(OutDir {
@@ -82,25 +84,31 @@ impl OutDir {
     }
 
     /// Saves the first program of a signature; later ones only bump nothing on disk.
+    /// `body` is the rest of the report: the target's trace, or a crash report.
     pub fn save_finding(
         &self,
         implementation: &str,
         p: &Program,
         f: &Finding,
         v: &Verdict,
-        target: Option<&Trace>,
+        body: Option<&str>,
     ) -> std::io::Result<PathBuf> {
         let dir = self.finding_dir(&f.signature());
+        // The step's own call (a crash finding's `op` names its site instead).
+        let op = p.steps.get(f.step).map_or(f.op.as_str(), |s| s.op.name());
         let mut head = format!(
-            "# finding {}\n# implementation: {implementation}\n# first divergence: step {} (cpu{} {}): {}\n#   target: {}\n#   oracle: {}\n",
+            "# finding {}\n# implementation: {implementation}\n# first divergence: step {} (cpu{} {op}): {}\n#   target: {}\n#   oracle: {}\n",
             f.signature(),
             f.step,
             f.cpu,
-            f.op,
-            f.detail,
+            f.detail.lines().next().unwrap_or(""),
             f.target,
             f.oracle
         );
+        // A multi-line detail (a crash report) follows as comment lines.
+        for l in f.detail.lines().skip(1) {
+            let _ = writeln!(head, "#   {l}");
+        }
         if !v.contract.is_empty() {
             let _ = writeln!(
                 head,
@@ -113,10 +121,12 @@ impl OutDir {
             format!("{head}{}", to_text(p)).as_bytes(),
         )?;
         let mut rep = head.clone();
-        if let Some(t) = target {
+        if let Some(b) = body {
             rep.push_str("\n== target trace ==\n");
-            rep.push_str(&report::trace_text(p, t));
+            rep.push_str(b);
         }
+        rep.push_str("\n== program ==\n");
+        rep.push_str(&to_text(p));
         write_atomic(&dir.join("report.txt"), rep.as_bytes())?;
         write_atomic(
             &dir.join("verdict.json"),
@@ -124,6 +134,60 @@ impl OutDir {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
+        Ok(dir)
+    }
+
+    /// Keeps the program a finding was first seen on, beside its minimized reproducer.
+    pub fn save_original(&self, signature: &str, p: &Program) -> std::io::Result<()> {
+        write_atomic(
+            &self.finding_dir(signature).join("original.ops"),
+            format!(
+                "# the program first seen, before minimization\n{}",
+                to_text(p)
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// A crash that did not reproduce alone in a fresh executor: state leaked from one
+    /// program to the next, a defect of the rig's reset, never the implementation's bug.
+    /// Saves the crashing program and every program its executor ran before it.
+    pub fn save_state_leak(
+        &self,
+        signature: &str,
+        implementation: &str,
+        p: &Program,
+        crash: &CrashReport,
+        alone: &Outcome,
+        history: &[Program],
+    ) -> std::io::Result<PathBuf> {
+        let dir = self.finding_dir(signature);
+        let alone_text = match alone {
+            Outcome::Ran(_) => "ran to the end without a crash".to_string(),
+            Outcome::Died(r, _) => format!("died differently: {}", r.headline()),
+        };
+        let mut rep = format!(
+            "# {signature}: a rig defect, not a finding in {implementation}\n\
+             # The program below crashed its executor after {} other program(s), but alone in a\n\
+             # fresh executor it {alone_text}. State leaked between programs: the rig's reset\n\
+             # between programs is incomplete. sequence/ holds every program that executor ran,\n\
+             # in order (the crashing one last): replay them in one process to reproduce.\n",
+            history.len()
+        );
+        for l in crash.render().lines() {
+            let _ = writeln!(rep, "#   {l}");
+        }
+        write_atomic(&dir.join("report.txt"), rep.as_bytes())?;
+        write_atomic(
+            &dir.join("program.ops"),
+            format!("{rep}{}", to_text(p)).as_bytes(),
+        )?;
+        for (i, q) in history.iter().chain(std::iter::once(p)).enumerate() {
+            write_atomic(
+                &dir.join("sequence").join(format!("{i:05}.ops")),
+                to_text(q).as_bytes(),
+            )?;
+        }
         Ok(dir)
     }
 
@@ -137,10 +201,6 @@ impl OutDir {
             &dir.join("program.ops"),
             format!("{head}{}", to_text(p)).as_bytes(),
         )
-    }
-
-    pub fn inflight_path(&self, worker: usize) -> PathBuf {
-        self.root.join(".inflight").join(format!("worker-{worker}"))
     }
 }
 
@@ -168,79 +228,4 @@ pub fn load_dir(dir: &Path) -> Vec<(PathBuf, Program)> {
             }
         })
         .collect()
-}
-
-/// A small file mapped into memory that holds the program a worker is running, so that a
-/// crash (even SIGKILL) never loses it: the supervisor reads it after the worker died.
-pub struct Inflight {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by one worker thread.
-unsafe impl Send for Inflight {}
-
-const INFLIGHT_SIZE: usize = 1 << 18;
-
-impl Inflight {
-    pub fn create(path: &Path) -> std::io::Result<Inflight> {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        f.set_len(INFLIGHT_SIZE as u64)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: mapping a file we just sized; the mapping outlives the fd legitimately.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                INFLIGHT_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Inflight {
-            ptr: ptr as *mut u8,
-            len: INFLIGHT_SIZE,
-        })
-    }
-
-    /// Records the program about to run (length-prefixed text; cut if too long).
-    pub fn set(&mut self, text: &str) {
-        let n = text.len().min(self.len - 8);
-        // SAFETY: within the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), self.ptr.add(8), n);
-            (self.ptr as *mut u64).write_volatile(n as u64);
-        }
-    }
-
-    pub fn clear(&mut self) {
-        // SAFETY: within the mapping.
-        unsafe { (self.ptr as *mut u64).write_volatile(0) };
-    }
-
-    /// What a dead worker was running, if anything.
-    pub fn read(path: &Path) -> Option<String> {
-        let bytes = std::fs::read(path).ok()?;
-        let n = u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-        if n == 0 {
-            return None;
-        }
-        Some(String::from_utf8_lossy(bytes.get(8..8 + n)?).into_owned())
-    }
-}
-
-impl Drop for Inflight {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
 }

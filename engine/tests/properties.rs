@@ -21,6 +21,10 @@ fn differ(s: &Source) -> Differ {
     Differ::new(lazymmu_target::load(s).unwrap_or_else(|e| panic!("{e}")))
 }
 
+fn executor(s: &Source) -> lazymmu_engine::executor::Executor {
+    lazymmu_engine::executor::Executor::new(differ(s), Default::default()).unwrap()
+}
+
 fn programs(seed: u64, n: usize, mode: Mode) -> impl Iterator<Item = Program> {
     let mut rng = Rng::new(seed);
     (0..n).map(move |_| {
@@ -162,8 +166,9 @@ fn fuzzing_is_deterministic_from_the_seed() {
             out: None,
             worker: 0,
             kill_against: None,
+            minimizer: None,
         };
-        let mut f = Fuzzer::new(differ(&Source::Reference), cfg);
+        let mut f = Fuzzer::new(executor(&Source::Reference), cfg);
         f.run(std::time::Duration::from_secs(3600), |_| {})
     };
     let (a, b, c) = (run(5), run(5), run(6));
@@ -192,9 +197,10 @@ fn fuzzing_finds_a_mutant_without_seeds() {
         seeds: vec![],
         out: None,
         worker: 0,
-        kill_against: Some(differ(&Source::Reference)),
+        kill_against: Some(executor(&Source::Reference)),
+        minimizer: None,
     };
-    let mut f = Fuzzer::new(differ(&mutant("03")), cfg);
+    let mut f = Fuzzer::new(executor(&mutant("03")), cfg);
     let s = f.run(std::time::Duration::from_secs(3600), |_| {});
     let k = s.killed.expect("mutant 03 survived 20000 programs");
     assert!(k.signature.starts_with("lazymmu-"), "{k:?}");

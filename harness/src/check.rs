@@ -43,6 +43,11 @@ pub enum Class {
     UvValid,
     /// A kernel assertion failed (lockdep, preemption balance).
     Assertion,
+    /// The C code did not return within the per-program timeout (an endless loop).
+    Hang,
+    /// The rig itself failed (a panic in its own code): a defect of the rig, never the
+    /// implementation's.
+    RigBug,
 }
 
 impl Class {
@@ -59,11 +64,13 @@ impl Class {
             Class::Unrouted => "unrouted",
             Class::UvValid => "uv-valid",
             Class::Assertion => "assertion",
+            Class::Hang => "hang",
+            Class::RigBug => "rig-bug",
         }
     }
     /// Performance findings are reported apart from bugs.
     pub fn is_bug(self) -> bool {
-        self != Class::PerfGlobalIpte
+        !matches!(self, Class::PerfGlobalIpte | Class::RigBug)
     }
 }
 
@@ -138,7 +145,7 @@ impl Verdict {
 /// Size of the feature space (features are indices below this).
 pub const FEATURES: u32 = 1 << 16;
 
-fn feature(parts: &[u64]) -> u32 {
+pub fn feature(parts: &[u64]) -> u32 {
     // A fixed mix of the parts: stable across processes, machines and versions.
     let mut h: u64 = 0xcbf29ce484222325;
     for &p in parts {
@@ -431,9 +438,9 @@ pub fn check<'a>(
             let (class, p) = match &e.event {
                 Event::StoreToValidPte { pte, .. }
                 | Event::LazyInvalidateWithoutOwedFlush { pte } => (Class::StoreValid, Some(*pte)),
-                Event::WildAccess { .. } | Event::IpteRangeCrossesTable { .. } => {
-                    (Class::Wild, None)
-                }
+                Event::WildAccess { .. }
+                | Event::PoisonOverwritten { .. }
+                | Event::IpteRangeCrossesTable { .. } => (Class::Wild, None),
                 Event::UvCallOnValidPte { pte, .. } => (Class::UvValid, Some(*pte)),
                 Event::Assertion { .. } => (Class::Assertion, None),
                 Event::ShadowAccess {

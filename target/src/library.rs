@@ -25,6 +25,8 @@ pub struct Library {
     pub generation: Generation,
     pub name: String,
     pub bug_class: Option<String>,
+    /// Base name of the implementation file (`lazy_mmu.c`), for crash sites.
+    pub source_file: String,
 }
 
 // SAFETY: an instance is used by one thread at a time (the one that owns it); its C state
@@ -71,12 +73,14 @@ impl Library {
             }
             p
         };
-        Self::open_path(
+        let mut lib = Self::open_path(
             &path,
             built.generation,
             &built.name,
             built.bug_class.clone(),
-        )
+        )?;
+        lib.source_file = built.source_file.clone();
+        Ok(lib)
     }
 
     fn open_path(
@@ -174,6 +178,7 @@ impl Library {
             generation,
             name: name.into(),
             bug_class,
+            source_file: "lazy_mmu.c".into(),
         })
     }
 
@@ -207,6 +212,10 @@ impl Library {
             )
         }
         .ok()
+        .map(|mut l| {
+            l.source_file = env!("LAZYMMU_BUILTIN_FILE").into();
+            l
+        })
     }
 
     /// Calls the file's `early_param` handler with `arg`; None if it has none.

@@ -235,6 +235,9 @@ pub struct Built {
     pub hash: String,
     pub dir: PathBuf,
     pub bug_class: Option<String>,
+    /// Base name of the implementation file as its debug info names it (`lazy_mmu.c`):
+    /// crash reports find the crash site by it.
+    pub source_file: String,
 }
 
 impl Built {
@@ -338,6 +341,17 @@ fn write(path: &Path, contents: &str) -> Result<(), LoadError> {
     })
 }
 
+impl Spec {
+    /// Base name of the file the compiler sees: the user's own, or `lazy_mmu.c` for the
+    /// reference and the mutants (written under that name into the build directory).
+    pub fn source_file(&self) -> String {
+        self.c_path
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map_or("lazy_mmu.c".into(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
 /// Compiles `spec` with the shim into `cache/<hash>/impl.so`, or finds it there.
 pub fn build(spec: &Spec) -> Result<Built, LoadError> {
     build_in(spec, &cache_dir())
@@ -381,6 +395,7 @@ pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
                 hash,
                 dir,
                 bug_class: spec.bug_class.clone(),
+                source_file: spec.source_file(),
             });
         }
     }
@@ -411,6 +426,7 @@ pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
         hash,
         dir,
         bug_class: spec.bug_class.clone(),
+        source_file: spec.source_file(),
     })
 }
 

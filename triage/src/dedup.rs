@@ -8,15 +8,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lazymmu_engine::executor::{ExecOptions, Executor};
 use lazymmu_engine::Differ;
-use lazymmu_harness::check::Finding;
+use lazymmu_harness::check::{Class, Finding};
 use lazymmu_harness::gen::from_bytes;
 use lazymmu_harness::program::MmKind;
 use lazymmu_harness::text::{parse, to_text};
 use lazymmu_harness::{Mode, Program};
 use lazymmu_target::Source;
 
-use crate::minimize::{first_signature, minimize};
+use crate::minimize::{first_signature, keep_key, minimize};
 
 /// One input file: its program and, when its header names one, the implementation.
 pub struct Input {
@@ -137,8 +138,13 @@ impl Bug {
     }
 }
 
-/// The class part of a signature: `lazymmu-[hardening-]<class>-<op>`.
+/// The class part of a signature: `lazymmu-[hardening-]<class>-<op>`. A crash or hang
+/// is one bug per site, whether reached by realistic or adversarial programs: both
+/// reproducers are listed under it.
 fn class_of(f: &Finding) -> String {
+    if matches!(f.class, Class::Crash | Class::Hang) {
+        return format!("{}-{}", f.class.name(), f.op);
+    }
     let h = if f.hardening { "hardening-" } else { "" };
     format!("{h}{}", f.class.name())
 }
@@ -184,7 +190,9 @@ fn inputs(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn triage(dir: &Path, default: &Source) -> Result<Summary, String> {
     let mut files = vec![];
     inputs(dir, &mut files);
-    let mut differs: BTreeMap<String, Differ> = BTreeMap::new();
+    // Every implementation runs in executors: a crash or hang is a finding to group,
+    // not the end of triage.
+    let mut differs: BTreeMap<String, Executor> = BTreeMap::new();
     let mut summary = Summary::default();
     // (implementation, first signature) -> inputs, in path order.
     let mut raw: BTreeMap<(String, String), Vec<Input>> = BTreeMap::new();
@@ -211,9 +219,10 @@ pub fn triage(dir: &Path, default: &Source) -> Result<Summary, String> {
             } else {
                 source_for(&name)?
             };
+            let d = Differ::new(lazymmu_target::load(&source).map_err(|e| e.to_string())?);
             differs.insert(
                 name.clone(),
-                Differ::new(lazymmu_target::load(&source).map_err(|e| e.to_string())?),
+                Executor::new(d, ExecOptions::default()).map_err(|e| e.to_string())?,
             );
         }
         let d = differs.get_mut(&name).expect("inserted");
@@ -228,13 +237,15 @@ pub fn triage(dir: &Path, default: &Source) -> Result<Summary, String> {
         let d = differs.get_mut(&name).expect("loaded");
         let rep = &group[0];
         let m = minimize(d, &rep.program, &sig)?;
+        // A crash keeps its site; its signature may have lost `hardening-` on the way.
         let first = d
             .verdict(&m.program)
             .findings
             .into_iter()
-            .find(|f| f.signature() == sig)
+            .find(|f| keep_key(&f.signature()) == keep_key(&sig))
             .expect("minimized keeps it");
-        let generation = d.kernel.library().generation.name().to_string();
+        let sig = first.signature();
+        let generation = d.differ().kernel.library().generation.name().to_string();
         let class = class_of(&first);
         let man = Manifestation {
             signature: sig,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use lazymmu_engine::Differ;
+use lazymmu_engine::executor::Executor;
 use lazymmu_harness::check::Finding;
 use lazymmu_harness::exec::{Ret, StepRecord};
 use lazymmu_harness::machine::LazyState;
@@ -1178,7 +1178,7 @@ pub fn projection(r: &Repro) -> Option<Program> {
 /// `kunit`, but for a multi-CPU program the test runs its single-CPU projection (the
 /// steps of the first finding's CPU alone) when that program keeps the API contract
 /// and, re-run through `differ`, still yields a first finding with the same signature.
-pub fn kunit_repro(differ: &mut Differ, r: &Repro, name: &str) -> String {
+pub fn kunit_repro(differ: &mut Executor, r: &Repro, name: &str) -> String {
     let Some(projected) = projection(r) else {
         return kunit(r, name);
     };
@@ -1188,8 +1188,11 @@ pub fn kunit_repro(differ: &mut Differ, r: &Repro, name: &str) -> String {
         format!("cpu{cpu}'s steps alone break the API contract")
     } else {
         let pr = Repro::new(differ, projected);
-        let psig = pr.first().map(Finding::signature);
-        if psig.is_some() && psig == sig {
+        let psig = pr
+            .as_ref()
+            .ok()
+            .and_then(|pr| pr.first().map(Finding::signature));
+        if let (Ok(pr), true) = (&pr, psig.is_some() && psig == sig) {
             let mut extra = vec![String::new()];
             extra.extend(wrap(
                 &format!(
@@ -1211,7 +1214,7 @@ pub fn kunit_repro(differ: &mut Differ, r: &Repro, name: &str) -> String {
                 .filter(|(_, s)| s.cpu == cpu)
                 .map(|(i, _)| i)
                 .collect();
-            return kunit_with(r, &pr, &numbers, name, extra);
+            return kunit_with(r, pr, &numbers, name, extra);
         }
         match psig {
             Some(s) => format!("cpu{cpu}'s steps alone give {s} instead"),

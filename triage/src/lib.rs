@@ -6,7 +6,7 @@ pub mod dedup;
 pub mod export;
 pub mod minimize;
 
-use lazymmu_engine::Differ;
+use lazymmu_engine::executor::{CrashReport, Executor, Outcome};
 use lazymmu_harness::check::{Finding, Verdict};
 use lazymmu_harness::exec::Trace;
 use lazymmu_harness::Program;
@@ -25,18 +25,23 @@ pub struct Repro {
 }
 
 impl Repro {
-    /// Runs `program` through `differ` and the oracle.
-    pub fn new(differ: &mut Differ, program: Program) -> Repro {
-        let (target, oracle, verdict) = differ.run(&program);
-        Repro {
-            implementation: differ.name(),
-            generation: differ.kernel.library().generation.name().to_string(),
-            marker: differ.marker,
+    /// Runs `program` through the implementation (in an executor) and the oracle; a
+    /// crash or hang gives its report instead.
+    pub fn new(exec: &mut Executor, program: Program) -> Result<Repro, Box<CrashReport>> {
+        let r = match exec.run_one(&program, true) {
+            Outcome::Ran(r) => r,
+            Outcome::Died(c, _) => return Err(c),
+        };
+        let d = exec.differ();
+        Ok(Repro {
+            implementation: d.name(),
+            generation: d.kernel.library().generation.name().to_string(),
+            marker: d.marker,
+            target: r.target.expect("asked for the trace"),
+            oracle: lazymmu_oracle::run(&program),
             program,
-            target,
-            oracle,
-            verdict,
-        }
+            verdict: r.verdict,
+        })
     }
 
     /// The first finding (the first divergence), if any.

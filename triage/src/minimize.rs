@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use lazymmu_engine::Differ;
-use lazymmu_harness::check::crash_verdict;
-use lazymmu_harness::isolate::run_in_child;
+use std::time::Instant;
+
+use lazymmu_engine::Checker;
+use lazymmu_harness::contract;
 use lazymmu_harness::program::{InitPte, MmConfig, Op, Program, PteRange, PteRef, Step};
 use lazymmu_harness::pte::{PteClass, PTE_NONE, PTRS_PER_PTE};
 
@@ -24,43 +25,62 @@ pub struct Minimized {
 
 /// Decides whether a program still shows the finding.
 pub struct Oracle<'a> {
-    differ: &'a mut Differ,
+    differ: &'a mut dyn Checker,
     /// When set, candidates must also run clean here (a mutant's reproducer must not be
     /// a program the reference gets wrong too).
-    clean_on: Option<&'a mut Differ>,
+    clean_on: Option<&'a mut dyn Checker>,
     signature: String,
-    /// Crash findings need each candidate run in a child process.
-    crash: bool,
+    /// Past it, no candidate holds: the minimizer ends soon with what it has.
+    deadline: Option<Instant>,
+    /// A crash found by a realistic program stays realistic (a bug), whatever shorter
+    /// contract-breaking program would also crash.
+    realistic_only: bool,
     pub runs: u64,
 }
 
+/// What a candidate must keep of a signature. A crash or hang keeps its site; whether
+/// it is a bug or hardening is decided by the contract of the minimized program.
+/// A crash or a hang (realistic or not): a finding that names a site, not a divergence.
+fn is_crash_or_hang(signature: &str) -> bool {
+    let plain = signature.replacen("lazymmu-hardening-", "lazymmu-", 1);
+    plain.starts_with("lazymmu-crash-") || plain.starts_with("lazymmu-hang-")
+}
+
+/// What a candidate must keep of a signature. A crash or hang keeps its site; whether
+/// it is a bug or hardening is decided by the contract of the minimized program.
+pub fn keep_key(signature: &str) -> String {
+    if is_crash_or_hang(signature) {
+        signature.replacen("lazymmu-hardening-", "lazymmu-", 1)
+    } else {
+        signature.to_string()
+    }
+}
+
 impl<'a> Oracle<'a> {
-    pub fn new(differ: &'a mut Differ, signature: &str) -> Self {
-        let crash = signature.contains("-crash-");
+    pub fn new(differ: &'a mut dyn Checker, signature: &str) -> Self {
+        let key = keep_key(signature);
         Oracle {
             differ,
             clean_on: None,
-            signature: signature.to_string(),
-            crash,
+            realistic_only: is_crash_or_hang(signature) && !signature.contains("-hardening-"),
+            signature: key,
+            deadline: None,
             runs: 0,
         }
     }
 
     pub fn holds(&mut self, p: &Program) -> bool {
-        if p.validate().is_err() {
+        if p.validate().is_err()
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.realistic_only && !contract::is_realistic(p)
+        {
             return false;
         }
         self.runs += 1;
-        let v = if self.crash {
-            let d = &mut *self.differ;
-            match run_in_child(|| d.verdict(p)) {
-                Ok(v) => v,
-                Err(c) => crash_verdict(p, &c),
-            }
-        } else {
-            self.differ.verdict(p)
-        };
-        v.findings.iter().any(|f| f.signature() == self.signature)
+        let v = self.differ.verdict(p);
+        v.findings
+            .iter()
+            .any(|f| keep_key(&f.signature()) == self.signature)
             && self
                 .clean_on
                 .as_mut()
@@ -69,7 +89,7 @@ impl<'a> Oracle<'a> {
 }
 
 /// The first finding's signature of `program` on `differ`, if any.
-pub fn first_signature(differ: &mut Differ, program: &Program) -> Option<String> {
+pub fn first_signature(differ: &mut dyn Checker, program: &Program) -> Option<String> {
     differ
         .verdict(program)
         .findings
@@ -79,23 +99,26 @@ pub fn first_signature(differ: &mut Differ, program: &Program) -> Option<String>
 
 /// Minimizes `program` keeping a finding of `signature`.
 pub fn minimize(
-    differ: &mut Differ,
+    differ: &mut dyn Checker,
     program: &Program,
     signature: &str,
 ) -> Result<Minimized, String> {
-    minimize_against(differ, program, signature, None)
+    minimize_against(differ, program, signature, None, None)
 }
 
 /// Like `minimize`, and every candidate must also be clean on `clean_on` (for a mutant:
-/// the reference), so the result still tells the two apart.
-pub fn minimize_against(
-    differ: &mut Differ,
+/// the reference), so the result still tells the two apart. Past `deadline` it stops
+/// shrinking and returns what it has (still showing the finding, maybe not 1-minimal).
+pub fn minimize_against<'a>(
+    differ: &'a mut dyn Checker,
     program: &Program,
     signature: &str,
-    clean_on: Option<&mut Differ>,
+    clean_on: Option<&'a mut dyn Checker>,
+    deadline: Option<Instant>,
 ) -> Result<Minimized, String> {
     let mut o = Oracle::new(differ, signature);
     o.clean_on = clean_on;
+    o.deadline = deadline;
     if !o.holds(program) {
         return Err(format!("the program does not show {signature}"));
     }
@@ -113,8 +136,11 @@ pub fn minimize_against(
             break;
         }
     }
-    // 1-minimality: no single step can go.
+    // 1-minimality: no single step can go (unless the deadline cut the search short).
     for i in 0..p.steps.len() {
+        if o.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let mut q = p.clone();
         q.steps.remove(i);
         assert!(

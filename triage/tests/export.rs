@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lazymmu_engine::executor::Executor;
 use lazymmu_engine::Differ;
 use lazymmu_harness::exec::Ret;
 use lazymmu_harness::text::parse;
@@ -21,8 +22,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn differ(source: &Source) -> Differ {
-    Differ::new(lazymmu_target::load(source).unwrap_or_else(|e| panic!("{e}")))
+fn differ(source: &Source) -> Executor {
+    let d = Differ::new(lazymmu_target::load(source).unwrap_or_else(|e| panic!("{e}")));
+    Executor::new(d, Default::default()).unwrap()
 }
 
 fn program(src: &str) -> Program {
@@ -34,8 +36,8 @@ fn program(src: &str) -> Program {
     p
 }
 
-fn repro_on(d: &mut Differ, src: &str) -> Repro {
-    let r = Repro::new(d, program(src));
+fn repro_on(d: &mut Executor, src: &str) -> Repro {
+    let r = Repro::new(d, program(src)).expect("no crash");
     assert!(
         r.first().is_some(),
         "{} has no finding on\n{src}",
@@ -173,7 +175,7 @@ cpu1 flush_tlb_mm mm0
 }
 
 /// Every case's Repro on its mutant (with the Differ, for re-runs).
-fn repros() -> Vec<(Case, Differ, Repro)> {
+fn repros() -> Vec<(Case, Executor, Repro)> {
     cases()
         .into_iter()
         .map(|c| {
@@ -216,7 +218,7 @@ fn text_fits_round_trips_and_marks_the_divergence() {
         let p = export::program_from_text(&t).unwrap_or_else(|e| panic!("{e}\n{t}"));
         assert_eq!(p, r.program, "{}", c.name);
         // ...which still gives the same first finding.
-        let again = Repro::new(&mut d, p);
+        let again = Repro::new(&mut d, p).expect("no crash");
         assert_eq!(
             again.first().map(|f| f.signature()),
             r.first().map(|f| f.signature())
@@ -294,7 +296,7 @@ cpu6 flush_tlb_range mm2 t1[0..16]
 cpu6 ptep_clear_flush mm2 t1[3]
 ";
     let mut d = differ(&Source::Reference);
-    let r = Repro::new(&mut d, parse(src).unwrap());
+    let r = Repro::new(&mut d, parse(src).unwrap()).expect("no crash");
     let t = export::text(&r);
     assert_fits(&t);
     assert_eq!(export::program_from_text(&t).unwrap(), r.program);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use lazymmu_engine::executor::Executor;
 use lazymmu_engine::Differ;
 use lazymmu_triage::dedup::{load_input, source_for};
 
@@ -16,7 +17,8 @@ fn regression_corpus_replays() {
         .collect();
     files.sort();
     assert!(files.len() >= 18, "{} regression files", files.len());
-    let mut differs: BTreeMap<String, Differ> = BTreeMap::new();
+    // In executors: the corpus holds crash and hang reproducers too.
+    let mut differs: BTreeMap<String, Executor> = BTreeMap::new();
     let mut checked = 0;
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
@@ -32,10 +34,11 @@ fn regression_corpus_replays() {
         assert!(!expects.is_empty(), "{}: no '# expect:' line", f.display());
         for (name, want) in expects {
             let d = differs.entry(name.clone()).or_insert_with(|| {
-                Differ::new(
+                let d = Differ::new(
                     lazymmu_target::load(&source_for(&name).unwrap())
                         .unwrap_or_else(|e| panic!("{e}")),
-                )
+                );
+                Executor::new(d, Default::default()).unwrap()
             });
             let v = d.verdict(&input.program);
             let sigs = v.signatures();
