@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lazymmu_engine::executor::{ExecOptions, Executor};
+use lazymmu_engine::executor::{ExecOptions, Executor, Outcome};
 use lazymmu_engine::fuzz::{Config, Fuzzer, Minimizer, ModeSel, Stats};
 use lazymmu_engine::out::{load_dir, OutDir};
 use lazymmu_engine::Differ;
@@ -812,4 +812,164 @@ fn libfuzzer_kill(mutant: &str, budget: Duration) -> Result<Option<(f64, u64)>, 
         .and_then(|r| r.split('s').next())
         .and_then(|x| x.parse::<f64>().ok());
     Ok(t.map(|t| (t, 0)))
+}
+
+/// A crasher: the reference with a NULL store at the start of the range-enter hook when
+/// a hash of its arguments is 0 mod `one_in`, so about one section in `one_in` crashes,
+/// deterministically per program. Written to `dir`, compiled like any `--impl FILE`.
+fn crasher(dir: &Path, one_in: u64) -> Result<Source, String> {
+    let anchor = "\tstruct ipte_range *range;\n\n\tif (!test_facility(13))\n\t\treturn;\n\trange = lazy_mmu_enter();\n\tif (!range || !range_sane(mm, addr, end, pte))";
+    let src = lazymmu_target::sources::REFERENCE_C;
+    if !src.contains(anchor) {
+        return Err("bench crashes: the reference's range-enter hook changed shape".into());
+    }
+    let planted = format!(
+        "\tstruct ipte_range *range;\n\n\tif ((((addr >> 12) * 2654435761UL) ^ ((end >> 12) * 40503UL)) % {one_in}UL == 0)\n\t\t*(volatile int *)0 = 1;\n{}",
+        &anchor["\tstruct ipte_range *range;\n\n".len()..]
+    );
+    let path = dir.join(format!("crash-1-in-{one_in}/lazy_mmu.c"));
+    std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
+    std::fs::write(&path, src.replacen(anchor, &planted, 1)).map_err(|e| e.to_string())?;
+    Ok(Source::File(path))
+}
+
+/// One campaign as `fuzz` runs it (seeds, realistic, executors, crash minimization), for
+/// `secs`; its statistics.
+fn campaign(
+    source: &Source,
+    secs: f64,
+    seed: u64,
+    seeds: &Path,
+    out: Option<&Path>,
+) -> Result<Stats, String> {
+    let exec = executor(source, ExecOptions::default().timeout)?;
+    let cfg = Config {
+        seed,
+        mode: ModeSel::Realistic,
+        runs: None,
+        time: Some(Duration::from_secs_f64(secs)),
+        seeds: seed_programs(seeds, ModeSel::Realistic),
+        out: out
+            .map(|o| OutDir::new(o).map_err(|e| format!("{}: {e}", o.display())))
+            .transpose()?,
+        worker: 0,
+        kill_against: None,
+        minimizer: Some(crash_minimizer()),
+    };
+    Ok(Fuzzer::new(exec, cfg).run(Duration::from_secs(3600), |_| {}))
+}
+
+/// `bench crashes`: campaign throughput on implementations that crash on about 0.1 %,
+/// 1 % and 10 % of realistic programs, as a ratio of the same campaign on the
+/// reference; the time from the first crash to its minimized report on disk; and a
+/// triage of 1,000 crash inputs.
+pub fn bench_crashes(secs: f64, seed: u64, seeds: &Path) -> Result<(), String> {
+    let work = std::env::temp_dir().join(format!("lazymmu-bench-crashes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    // Calibrate: the crash rate of each modulus on the same realistic programs.
+    let sample: Vec<_> = {
+        let mut rng = lazymmu_engine::rng::Rng::new(seed);
+        (0..2000)
+            .map(|_| {
+                let n = 64 + rng.below(1024);
+                gen::from_bytes(&rng.bytes(n), Mode::Realistic)
+            })
+            .collect()
+    };
+    let mut rates = vec![];
+    for one_in in [1u64, 4, 16, 64, 256, 1024, 4096] {
+        let src = crasher(&work, one_in)?;
+        let mut e = executor(&src, ExecOptions::default().timeout)?;
+        let deaths = e
+            .run_batch(&sample, false, None)
+            .iter()
+            .filter(|o| matches!(o, Outcome::Died(..)))
+            .count();
+        rates.push((one_in, deaths as f64 / sample.len() as f64, src));
+    }
+    let reference = campaign(&Source::Reference, secs, seed, seeds, None)?;
+    let ref_rate = reference.runs as f64 / (reference.elapsed_ms as f64 / 1000.0);
+    println!(
+        "campaign throughput ({secs}s each, realistic, seed corpus, executors, crash minimization on):"
+    );
+    println!("  {:<34} {:>9.0} programs/s  (1.00)", "reference", ref_rate);
+    let mut report_times = vec![];
+    for target in [0.001, 0.01, 0.1] {
+        let (mut one_in, _, _) = rates
+            .iter()
+            .min_by(|a, b| (a.1 - target).abs().total_cmp(&(b.1 - target).abs()))
+            .expect("candidates");
+        // Campaigns mutate their corpus, so their crash rate is not the generator's:
+        // rescale the modulus once if the first campaign missed the target by far.
+        for attempt in 0..2 {
+            let src = crasher(&work, one_in)?;
+            let out = work.join(format!("out-{one_in}"));
+            let s = campaign(&src, secs, seed, seeds, Some(&out))?;
+            let r = s.runs as f64 / (s.elapsed_ms as f64 / 1000.0);
+            let crash_rate = s.deaths as f64 / s.runs.max(1) as f64;
+            let off = crash_rate.max(1e-6) / target;
+            if attempt == 0 && !(0.6..=1.6).contains(&off) {
+                one_in = ((one_in as f64 * off).round() as u64).max(1);
+                continue;
+            }
+            println!(
+                "  {:<34} {:>9.0} programs/s  ({:.2})  {} deaths, {} executors",
+                format!("crashes on {:.2}% (1 in {one_in})", crash_rate * 100.0),
+                r,
+                r / ref_rate,
+                s.deaths,
+                s.executors
+            );
+            if let (Some(a), Some(b)) = (s.first_crash_ms, s.first_crash_report_ms) {
+                report_times.push((b - a) as f64 / 1000.0);
+            }
+            break;
+        }
+    }
+    if !report_times.is_empty() {
+        println!(
+            "first crash to its minimized, symbolized report on disk: {}",
+            report_times
+                .iter()
+                .map(|t| format!("{t:.2}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // Triage of 1,000 crash inputs, as a libFuzzer or AFL++ crash directory holds them.
+    let (_, _, src) = rates
+        .iter()
+        .min_by(|a, b| (a.1 - 0.1).abs().total_cmp(&(b.1 - 0.1).abs()))
+        .expect("candidates");
+    let mut e = executor(src, ExecOptions::default().timeout)?;
+    let dir = work.join("crashes");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut rng = lazymmu_engine::rng::Rng::new(seed ^ 0xc4a5);
+    let mut kept = 0;
+    while kept < 1000 {
+        let batch: Vec<_> = (0..256)
+            .map(|_| {
+                let n = 64 + rng.below(1024);
+                gen::from_bytes(&rng.bytes(n), Mode::Realistic)
+            })
+            .collect();
+        for (p, o) in batch.iter().zip(e.run_batch(&batch, false, None)) {
+            if matches!(o, Outcome::Died(..)) && kept < 1000 {
+                let text = lazymmu_harness::text::to_text(p);
+                std::fs::write(dir.join(format!("crash-{kept:04}.ops")), text)
+                    .map_err(|e| e.to_string())?;
+                kept += 1;
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let summary = lazymmu_triage::dedup::triage(&dir, src)?;
+    println!(
+        "triage of {kept} crash inputs: {} bug(s), {} not reproduced, in {:.1}s",
+        summary.bugs.len(),
+        summary.not_reproduced.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
 }

@@ -151,3 +151,78 @@ fn compile_names_what_is_wrong_with_a_tree() {
         "{out}"
     );
 }
+
+fn regression(stem: &str) -> String {
+    format!(
+        "{}/corpus/regressions/{stem}.ops",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn replay_of_a_crash_reports_site_step_and_address_and_survives() {
+    let (ok, out, err) = lazymmu(&[
+        "replay",
+        &regression("20-store-past-table"),
+        "--mutant",
+        "20",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("lazymmu-crash-range_store"), "{err}");
+    assert!(
+        err.contains("mm0 t0 + 0x800 (1 entry past the end)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("running: step 3 (cpu0 lazy_mmu_mode_disable)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("range_store") && err.contains("lazy_mmu.c:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sanitize_address_catches_an_overflow_of_the_implementations_own_object() {
+    let (ok, out, err) = lazymmu(&[
+        "--sanitize",
+        "address",
+        "replay",
+        &regression("21-cache-index-oob"),
+        "--mutant",
+        "21",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("lazymmu-crash-slot_fill"), "{err}");
+    assert!(
+        err.contains("AddressSanitizer: heap-buffer-overflow"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug() {
+    let out_dir = std::env::temp_dir().join(format!("lazymmu-cli-crashy-{}", std::process::id()));
+    let fixture = format!(
+        "{}/target/fixtures/past-alloc/lazy_mmu.c",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let t0 = std::time::Instant::now();
+    let (ok, out, err) = lazymmu(&[
+        "fuzz",
+        "--time",
+        "3",
+        "--impl",
+        &fixture,
+        "--out",
+        &out_dir.to_string_lossy(),
+    ]);
+    assert!(t0.elapsed().as_secs_f64() < 6.0, "{:?}", t0.elapsed());
+    assert!(!ok, "a crash is a bug: {out}{err}");
+    assert!(
+        out.contains("1 bug signature(s)") && out.contains("lazymmu-crash-lazy_mmu_online_cpu"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(out_dir);
+}

@@ -33,7 +33,8 @@ use crate::symbolize::{site_in, Frame, Symbolizer};
 use crate::Differ;
 
 const MAX_FRAMES: usize = 64;
-const MAX_TABLES: usize = 64;
+const MAX_BASES: usize = 64;
+const MAX_ALLOCS: usize = 16;
 const PANIC_BYTES: usize = 2048;
 const IDLE: u32 = u32::MAX;
 
@@ -53,7 +54,10 @@ struct Shared {
     frames: [AtomicUsize; MAX_FRAMES],
     /// The target machine's page tables: (mm, table, host address of entry 0).
     nbases: AtomicU32,
-    bases: [AtomicUsize; 3 * MAX_TABLES],
+    bases: [AtomicUsize; 3 * MAX_BASES],
+    /// The shim's live kzalloc() objects at the fault: (start, size).
+    nallocs: AtomicU32,
+    allocs: [AtomicUsize; 2 * MAX_ALLOCS],
     /// A panic of the rig's own code in the executor (a rig bug).
     panic_len: AtomicU32,
     panic: [AtomicU32; PANIC_BYTES / 4],
@@ -69,6 +73,7 @@ impl Shared {
         self.pc.store(0, Relaxed);
         self.nframes.store(0, Relaxed);
         self.nbases.store(0, Relaxed);
+        self.nallocs.store(0, Relaxed);
         self.panic_len.store(0, Relaxed);
     }
 
@@ -100,6 +105,8 @@ impl Shared {
 
 /// The executor's shared page, for its signal handler.
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+/// The implementation's `lazymmu_shim_allocations`, for its signal handler.
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" {
     // glibc's unwinder-based backtrace; warmed up before any program runs, because its
@@ -129,7 +136,10 @@ extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, uc: 
     unsafe {
         if !s.is_null() && (*s).signal.load(Relaxed) == 0 {
             let s = &*s;
-            s.fault_addr.store((*info).si_addr() as usize, Relaxed);
+            // A raised signal (abort) has no fault address.
+            if (*info).si_code > 0 {
+                s.fault_addr.store((*info).si_addr() as usize, Relaxed);
+            }
             s.pc.store(faulting_pc(uc), Relaxed);
             let mut buf = [std::ptr::null_mut::<libc::c_void>(); MAX_FRAMES];
             let n = backtrace(buf.as_mut_ptr(), MAX_FRAMES as libc::c_int).max(0) as usize;
@@ -137,6 +147,22 @@ extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, uc: 
                 slot.store(*pc as usize, Relaxed);
             }
             s.nframes.store(n as u32, Relaxed);
+            let f = ALLOCATIONS.load(Relaxed);
+            if f != 0 {
+                let f: lazymmu_target::library::AllocationsFn = std::mem::transmute(f);
+                let (mut start, mut size) = ([0usize; MAX_ALLOCS], [0usize; MAX_ALLOCS]);
+                let n = f(
+                    start.as_mut_ptr(),
+                    size.as_mut_ptr(),
+                    MAX_ALLOCS as libc::c_int,
+                )
+                .clamp(0, MAX_ALLOCS as libc::c_int) as usize;
+                for i in 0..n {
+                    s.allocs[2 * i].store(start[i], Relaxed);
+                    s.allocs[2 * i + 1].store(size[i], Relaxed);
+                }
+                s.nallocs.store(n as u32, Relaxed);
+            }
             s.signal.store(sig, Relaxed);
         }
         if sig == libc::SIGUSR1 {
@@ -263,7 +289,14 @@ impl CrashReport {
     pub fn headline(&self) -> String {
         match &self.kind {
             DeathKind::Signal(s) => {
-                let mut h = format!("{} in {}", signal_name(*s), self.site_name());
+                // A sanitizer names the bug better than the abort that followed it.
+                let what = self
+                    .stderr
+                    .lines()
+                    .find_map(|l| l.split("ERROR: ").nth(1))
+                    .and_then(|e| e.split(" on address").next())
+                    .map_or_else(|| signal_name(*s), str::to_string);
+                let mut h = format!("{what} in {}", self.site_name());
                 if let Some(a) = &self.fault_explained {
                     h.push_str(&format!(" accessing {a}"));
                 }
@@ -290,11 +323,15 @@ impl CrashReport {
                 s.push_str(&format!("fault address: {addr:#x} ({e})\n"));
             }
         }
-        if let (Some(step), Some(cpu)) = (self.step, self.cpu) {
-            s.push_str(&format!(
+        match (self.step, self.cpu, &self.op) {
+            (Some(step), Some(cpu), op) => s.push_str(&format!(
                 "running: step {step} (cpu{cpu} {})\n",
-                self.op.as_deref().unwrap_or("?")
-            ));
+                op.as_deref().unwrap_or("?")
+            )),
+            (None, _, Some(_)) => {
+                s.push_str("running: the program's start (every CPU coming online)\n")
+            }
+            _ => {}
         }
         if !self.frames.is_empty() {
             s.push_str("Call trace:\n");
@@ -484,7 +521,7 @@ impl Kernel for Watched<'_> {
             .enumerate()
             .flat_map(|(i, mm)| (0..mm.tables.len()).map(move |t| (i, t)))
         {
-            if n == MAX_TABLES {
+            if n == MAX_BASES {
                 break;
             }
             let base = m.mms[mm].tables[t].entries.as_ptr() as usize;
@@ -542,6 +579,11 @@ impl Executor {
         if shared == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        // glibc loads its unwinder on the first backtrace(): do it here, once, so that
+        // no executor pays for it.
+        let mut buf = [std::ptr::null_mut::<libc::c_void>(); 4];
+        // SAFETY: a buffer of four frames.
+        unsafe { backtrace(buf.as_mut_ptr(), 4) };
         let impl_file = differ.kernel.library().source_file.clone();
         Ok(Executor {
             differ,
@@ -855,12 +897,25 @@ impl Executor {
         let step = s.step.load(Relaxed);
         let step = (step != IDLE).then_some(step as usize);
         let cpu = step.map(|_| s.cpu.load(Relaxed) as u8);
-        let op = step
-            .and_then(|i| program.and_then(|p| p.steps.get(i)))
-            .map(|st| st.op.name().to_string());
+        let op = match step {
+            Some(i) => program
+                .and_then(|p| p.steps.get(i))
+                .map(|st| st.op.name().to_string()),
+            // Before the first step: the CPUs coming online (lazy_mmu_online_cpu).
+            None if program.is_some() => Some("cpu_online".into()),
+            None => None,
+        };
         let signal = s.signal.load(Relaxed);
         let fault_addr =
-            (signal != 0 && signal != libc::SIGUSR1).then(|| s.fault_addr.load(Relaxed));
+            matches!(signal, libc::SIGSEGV | libc::SIGBUS).then(|| s.fault_addr.load(Relaxed));
+        let allocs: Vec<(usize, usize)> = (0..s.nallocs.load(Relaxed) as usize)
+            .map(|i| {
+                (
+                    s.allocs[2 * i].load(Relaxed),
+                    s.allocs[2 * i + 1].load(Relaxed),
+                )
+            })
+            .collect();
         let bases: Vec<(u8, u8, usize)> = (0..s.nbases.load(Relaxed) as usize)
             .map(|i| {
                 (
@@ -881,26 +936,71 @@ impl Executor {
         } else if pc != 0 {
             pcs.insert(0, pc);
         }
-        let frames = self.symbolizer.symbolize(&pcs);
-        let frames = trim_frames(frames);
-        let site = site_in(&frames, &self.impl_file).map(|f| f.function.clone());
+        let mut frames = trim_frames(self.symbolizer.symbolize(&pcs));
+        let site = site_in(&frames, &self.impl_file).cloned();
+        // Frames of abort() and a sanitizer's report come first: start at the
+        // implementation's object.
+        if let Some(site) = &site {
+            if let Some(i) = frames.iter().position(|f| f.module == site.module) {
+                frames.drain(..i);
+            }
+        }
+        let site = site.map(|f| f.function);
         let mut err = String::new();
         let _ = std::io::Seek::seek(&mut stderr, std::io::SeekFrom::Start(0));
         let _ = stderr.read_to_string(&mut err);
-        let tail: Vec<&str> = err.lines().rev().take(40).collect();
-        let stderr = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        let stderr = stderr_excerpt(&err);
         CrashReport {
             kind,
             step,
             cpu,
             op,
-            fault_explained: fault_addr.map(|a| explain_address(a, &bases)),
+            fault_explained: fault_addr.map(|a| explain_address(a, &bases, &allocs)),
             fault_addr,
             frames,
             site,
             stderr,
         }
     }
+}
+
+/// What a report keeps of an executor's stderr: a sanitizer's report up to its shadow
+/// map, or the last lines; build-cache paths shortened to the file names.
+fn stderr_excerpt(err: &str) -> String {
+    let lines: Vec<&str> = match err.find("==ERROR:") {
+        Some(i) => {
+            let start = err[..i].rfind('\n').map_or(0, |n| n + 1);
+            err[start..]
+                .lines()
+                .take_while(|l| !l.contains("Shadow bytes around"))
+                .take(60)
+                .collect()
+        }
+        None => {
+            let all: Vec<&str> = err.lines().collect();
+            all[all.len().saturating_sub(40)..].to_vec()
+        }
+    };
+    let cache = lazymmu_target::loader::cache_dir().display().to_string();
+    lines
+        .iter()
+        .map(|l| {
+            let mut l = l.to_string();
+            while let Some(i) = l.find(&cache) {
+                // <cache>/<build dir>/x.c -> x.c
+                let rest = &l[i + cache.len()..];
+                let skip = rest
+                    .trim_start_matches('/')
+                    .find('/')
+                    .map_or(rest.len(), |j| j + 2);
+                l.replace_range(i..i + cache.len() + skip, "");
+            }
+            l
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
 }
 
 /// Keeps the frames a reader needs: from the fault up to the rig's entry into the C code.
@@ -919,8 +1019,25 @@ fn trim_frames(frames: Vec<Frame>) -> Vec<Frame> {
     out
 }
 
-/// Explains a host address against the machine's page tables.
-pub fn explain_address(addr: usize, bases: &[(u8, u8, usize)]) -> String {
+/// Explains a host address against the machine's page tables and the shim's kzalloc()
+/// objects (`(start, size)`; each ends against a guard page).
+pub fn explain_address(
+    addr: usize,
+    bases: &[(u8, u8, usize)],
+    allocs: &[(usize, usize)],
+) -> String {
+    for &(start, size) in allocs {
+        let end = start + size;
+        if (start..end).contains(&addr) {
+            return format!("{size}-byte kzalloc() object + {:#x}", addr - start);
+        }
+        if (end..end + 4096).contains(&addr) {
+            return format!(
+                "{} bytes past the end of a {size}-byte kzalloc() object",
+                addr - end
+            );
+        }
+    }
     lazymmu_harness::guarded::explain_address(addr, bases)
 }
 
@@ -958,8 +1075,7 @@ fn executor_main(
             libc::sigaltstack(&ss, std::ptr::null_mut());
         }
         SHARED.store(shared, Relaxed);
-        let mut buf = [std::ptr::null_mut::<libc::c_void>(); 4];
-        backtrace(buf.as_mut_ptr(), 4);
+        ALLOCATIONS.store(differ.kernel.library().allocations as usize, Relaxed);
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_fatal_signal as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND | libc::SA_NODEFER;

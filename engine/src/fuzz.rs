@@ -64,7 +64,9 @@ pub struct Stats {
     /// Executors started, and the time that took.
     pub executors: u64,
     pub spawn_ms: u64,
-    /// Milliseconds from the start to the first crash report on disk, minimized.
+    /// Milliseconds from the start to the first program that killed its executor, and
+    /// to its minimized, symbolized report on disk.
+    pub first_crash_ms: Option<u64>,
     pub first_crash_report_ms: Option<u64>,
 }
 
@@ -347,6 +349,9 @@ impl Fuzzer {
     /// A program killed its executor. The first time a site is seen: reproduce it alone
     /// in a fresh executor (or report leaked state), minimize it, save the report.
     fn learn_death(&mut self, p: &Program, report: &CrashReport, history: Vec<Program>) {
+        if self.stats.first_crash_ms.is_none() {
+            self.stats.first_crash_ms = Some(self.start.elapsed().as_millis() as u64);
+        }
         let v = report.verdict(p);
         let raw = v.findings[0].signature();
         if let Some(sig) = self.crash_sites.get(&raw) {

@@ -109,6 +109,7 @@ struct Symbol {
 }
 
 /// Where a pc lies: its object and the address to look up in that object's ELF file.
+#[derive(Clone)]
 struct Location {
     module: String,
     /// `pc - load bias`: the ELF virtual address (equals `pc - dli_fbase` for shared
@@ -124,6 +125,8 @@ pub struct Symbolizer {
     cache: HashMap<(String, usize), Vec<SourceFrame>>,
     /// Sorted function symbols per module (`nm`), for offsets and for objects without DWARF.
     symbols: HashMap<String, Vec<Symbol>>,
+    /// `locate` by looked-up address: a campaign sees the same crash site many times.
+    located: HashMap<usize, Option<Location>>,
 }
 
 impl Symbolizer {
@@ -141,7 +144,10 @@ impl Symbolizer {
             .enumerate()
             // A return address may lie just past its function (a call to a noreturn
             // function at the end), so even the object is looked up at pc-1.
-            .map(|(i, &pc)| locate(pc.wrapping_sub(back(i))))
+            .map(|(i, &pc)| {
+                let at = pc.wrapping_sub(back(i));
+                self.located.entry(at).or_insert_with(|| locate(at)).clone()
+            })
             .collect();
 
         // One addr2line per module for all addresses not cached yet.

@@ -26,7 +26,7 @@
 #error "LAZYMMU_GEN must be 1 (RFC), 2 (v2) or 3 (v3+)"
 #endif
 
-#define LAZYMMU_SHIM_ABI 1
+#define LAZYMMU_SHIM_ABI 2
 
 struct lazymmu_shim lazymmu_shim;
 
@@ -69,6 +69,7 @@ struct shim_block {
 
 static struct shim_alloc {
 	void *ptr;
+	size_t size;
 	struct shim_block block;
 } shim_allocs[SHIM_MAX_ALLOCS];
 static struct shim_block shim_free_blocks[SHIM_MAX_ALLOCS];
@@ -142,6 +143,7 @@ void *lazymmu_shim_kzalloc(size_t size, gfp_t gfp)
 		/* A reused block holds the last object's bytes: zero all but the guard. */
 		memset(b.base, 0, b.len - shim_page_size());
 		shim_allocs[i].ptr = p;
+		shim_allocs[i].size = size;
 		shim_allocs[i].block = b;
 		return p;
 	}
@@ -173,9 +175,36 @@ static void shim_free_all(void)
 	}
 }
 
+/*
+ * The live objects, for crash reports ("8 bytes past the end of a 2088-byte kzalloc()
+ * object"): called from the executor's signal handler, so it only reads the table.
+ */
+int lazymmu_shim_allocations(unsigned long *start, unsigned long *size, int max)
+{
+	int n = 0;
+
+	for (int i = 0; i < SHIM_MAX_ALLOCS && n < max; i++) {
+		if (shim_allocs[i].ptr) {
+			start[n] = (unsigned long)shim_allocs[i].ptr;
+			size[n] = shim_allocs[i].size;
+			n++;
+		}
+	}
+	return n;
+}
+
 #else /* !SHIM_GUARDED */
 
 static void *shim_allocs[SHIM_MAX_ALLOCS];
+
+/* ASan names the object itself. */
+int lazymmu_shim_allocations(unsigned long *start, unsigned long *size, int max)
+{
+	(void)start;
+	(void)size;
+	(void)max;
+	return 0;
+}
 
 void *lazymmu_shim_kzalloc(size_t size, gfp_t gfp)
 {

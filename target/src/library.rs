@@ -12,6 +12,8 @@ use crate::recipe::Generation;
 type OpFn = unsafe extern "C" fn(*const OpRecord) -> u64;
 type VoidFn = unsafe extern "C" fn();
 type EarlyParamFn = unsafe extern "C" fn(*const c_char) -> c_int;
+/// `lazymmu_shim_allocations(start, size, max)`: the live kzalloc() objects.
+pub type AllocationsFn = unsafe extern "C" fn(*mut usize, *mut usize, c_int) -> c_int;
 
 pub struct Library {
     /// Keeps a dynamically loaded object mapped (None: the static built-in).
@@ -22,6 +24,8 @@ pub struct Library {
     pub(crate) op: OpFn,
     pub(crate) reset: VoidFn,
     early_param: EarlyParamFn,
+    /// Lists the shim's live allocations (safe to call from a signal handler).
+    pub allocations: AllocationsFn,
     pub generation: Generation,
     pub name: String,
     pub bug_class: Option<String>,
@@ -125,6 +129,9 @@ impl Library {
             let early_param: EarlyParamFn = *lib
                 .get::<EarlyParamFn>(b"lazymmu_shim_early_param\0")
                 .map_err(|e| err(e.to_string()))?;
+            let allocations: AllocationsFn = *lib
+                .get::<AllocationsFn>(b"lazymmu_shim_allocations\0")
+                .map_err(|e| err(e.to_string()))?;
             Self::checked(
                 abi(),
                 size(),
@@ -133,6 +140,7 @@ impl Library {
                 op,
                 reset,
                 early_param,
+                allocations,
                 generation,
                 name,
                 bug_class,
@@ -154,6 +162,7 @@ impl Library {
         op: OpFn,
         reset: VoidFn,
         early_param: EarlyParamFn,
+        allocations: AllocationsFn,
         generation: Generation,
         name: &str,
         bug_class: Option<String>,
@@ -175,6 +184,7 @@ impl Library {
             op,
             reset,
             early_param,
+            allocations,
             generation,
             name: name.into(),
             bug_class,
@@ -206,6 +216,7 @@ impl Library {
                 builtin::lazymmu_shim_op,
                 builtin::lazymmu_shim_reset,
                 builtin::lazymmu_shim_early_param,
+                builtin::lazymmu_shim_allocations,
                 generation,
                 env!("LAZYMMU_BUILTIN_NAME"),
                 None,
@@ -253,5 +264,6 @@ mod builtin {
         pub fn lazymmu_shim_reset();
         pub fn lazymmu_shim_op(op: *const OpRecord) -> u64;
         pub fn lazymmu_shim_early_param(arg: *const c_char) -> c_int;
+        pub fn lazymmu_shim_allocations(start: *mut usize, size: *mut usize, max: c_int) -> c_int;
     }
 }

@@ -357,8 +357,22 @@ pub fn build(spec: &Spec) -> Result<Built, LoadError> {
     build_in(spec, &cache_dir())
 }
 
+/// Extra flags of an AddressSanitizer build (`LAZYMMU_SANITIZE=address`, which `lazymmu
+/// --sanitize address` sets): the implementation and the shim instrumented, so that an
+/// out-of-bounds access to the implementation's own arrays is caught too. The process
+/// must have the ASan runtime preloaded (the CLI re-executes itself so).
+pub fn sanitizer_flags() -> &'static [&'static str] {
+    match std::env::var("LAZYMMU_SANITIZE").as_deref() {
+        Ok("address") => &["-fsanitize=address", "-fno-omit-frame-pointer"],
+        _ => &[],
+    }
+}
+
 pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
     let mut h = Sha256::new();
+    for f in sanitizer_flags() {
+        h.update(f);
+    }
     for part in [
         spec.c_source.as_str(),
         spec.asm_header.as_deref().unwrap_or(""),
@@ -465,6 +479,7 @@ fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
     let obj = dir.join("impl.o");
     let (ok, text) = run(Command::new(compiler())
         .args(CFLAGS)
+        .args(sanitizer_flags())
         .args(&includes)
         .arg("-c")
         .arg(&c_path)
@@ -502,6 +517,7 @@ fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
     let runtime_o = dir.join("runtime.o");
     let (ok, text) = run(Command::new(compiler())
         .args(CFLAGS)
+        .args(sanitizer_flags())
         .arg(format!("-DLAZYMMU_GEN={}", generation.number()))
         .args(&includes)
         .arg("-c")
@@ -522,8 +538,9 @@ fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
             "-Wl,--no-undefined",
             "-Wl,-Bsymbolic",
             "-Wl,-z,now",
-            "-o",
         ])
+        .args(sanitizer_flags())
+        .arg("-o")
         .arg(&so)
         .arg(&obj)
         .arg(&runtime_o))?;

@@ -81,6 +81,9 @@ pub fn report(v: &Verdict, program: &Program) {
         Class::Unrouted => lazymmu_found_unrouted(f, program),
         Class::UvValid => lazymmu_found_uv_valid(f, program),
         Class::Assertion => lazymmu_found_assertion(f, program),
+        // In-process (libFuzzer, AFL++) the engine itself catches crashes and hangs;
+        // these classes come only from the rig's executors.
+        Class::Hang | Class::RigBug => lazymmu_found_crash(f, program),
     }
 }
 
