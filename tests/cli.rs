@@ -226,3 +226,57 @@ fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug(
     );
     let _ = std::fs::remove_dir_all(out_dir);
 }
+
+/// Every process a fuzz campaign starts (workers, their executors) dies with it, even
+/// when it is killed with SIGKILL.
+#[test]
+fn kill_9_of_fuzz_leaves_no_process_behind() {
+    let out_dir = std::env::temp_dir().join(format!("lazymmu-cli-kill9-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lazymmu"))
+        .args(["fuzz", "--time", "120", "--jobs", "2", "--out"])
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let descendants = |pid: u32| -> Vec<u32> {
+        let mut all = vec![];
+        let mut todo = vec![pid];
+        while let Some(p) = todo.pop() {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                all.push(k);
+                todo.push(k);
+            }
+        }
+        all
+    };
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z") && !s.contains(") X"))
+    };
+    // Wait until the workers and their executors are up.
+    let t0 = std::time::Instant::now();
+    let mut tree = vec![];
+    while t0.elapsed().as_secs() < 30 {
+        tree = descendants(child.id());
+        if tree.len() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(tree.len() >= 4, "workers and executors: {tree:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while tree.iter().any(|&p| alive(p)) {
+        assert!(
+            t0.elapsed().as_secs() < 5,
+            "still running after kill -9 of fuzz: {:?}",
+            tree.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(out_dir);
+}

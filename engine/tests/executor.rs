@@ -309,3 +309,49 @@ fn executors_die_with_their_supervisor() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A crash that needs state from earlier programs is the rig's defect (its reset missed
+/// something): saved as a state leak with the sequence that reproduces it, never as the
+/// implementation's crash.
+#[test]
+fn a_crash_that_does_not_reproduce_alone_is_reported_as_a_state_leak() {
+    use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel};
+    use lazymmu_engine::out::OutDir;
+    let section = parse(
+        "lazymmu-ops v1 cpus=1 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0 tables=1
+cpu0 lock_ptl mm0 t0
+cpu0 lazy_mmu_mode_enable_with_ptes mm0 t0[0..4]
+cpu0 lazy_mmu_mode_disable
+cpu0 unlock_ptl mm0 t0
+",
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("lazymmu-leak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = Config {
+        seed: 1,
+        mode: ModeSel::Realistic,
+        runs: Some(8),
+        time: None,
+        seeds: vec![section; 8],
+        out: Some(OutDir::new(&dir).unwrap()),
+        worker: 0,
+        kill_against: None,
+        minimizer: None,
+    };
+    let stats = Fuzzer::new(executor(&fixture("leaky/lazy_mmu.c"), quick()), cfg)
+        .run(Duration::from_secs(3600), |_| {});
+    let sigs: Vec<&String> = stats.findings.keys().collect();
+    assert_eq!(
+        sigs,
+        ["lazymmu-rig-state-leak-arch_enter_lazy_mmu_mode_with_ptes"],
+        "{stats:?}"
+    );
+    let leak = dir.join("findings/lazymmu-rig-state-leak-arch_enter_lazy_mmu_mode_with_ptes");
+    let report = std::fs::read_to_string(leak.join("report.txt")).unwrap();
+    assert!(report.contains("a rig defect"), "{report}");
+    // The executor ran four programs before the crashing fifth: all five are saved.
+    assert_eq!(std::fs::read_dir(leak.join("sequence")).unwrap().count(), 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}

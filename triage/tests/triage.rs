@@ -153,3 +153,58 @@ fn triage_groups_raw_findings_of_two_mutants_into_two_bugs() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A crash site is one bug whether realistic or contract-breaking programs reach it;
+/// triage lists both reproducers under it, and a crash never stops triage.
+#[test]
+fn a_crash_site_reached_both_ways_is_one_bug_with_both_reproducers() {
+    let dir = std::env::temp_dir().join(format!("lazymmu-triage-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let head = "# implementation: mutant:19-null-range-apply\n\
+                lazymmu-ops v1 cpus=1 facility13=on tlb_lc=on mode=realistic\n\
+                mm0 user attach=0 tables=1\n";
+    // Realistic: balanced nested sections without a range.
+    std::fs::write(
+        dir.join("realistic.ops"),
+        format!(
+            "{head}cpu0 lazy_mmu_mode_enable\ncpu0 lazy_mmu_mode_enable\n\
+             cpu0 lazy_mmu_mode_disable\ncpu0 lazy_mmu_mode_disable\n"
+        ),
+    )
+    .unwrap();
+    // Adversarial: the outer section is never closed.
+    std::fs::write(
+        dir.join("adversarial.ops"),
+        format!(
+            "{head}cpu0 lazy_mmu_mode_enable\ncpu0 ptep_get mm0 t0[1]\n\
+             cpu0 lazy_mmu_mode_enable\ncpu0 lazy_mmu_mode_disable\n"
+        ),
+    )
+    .unwrap();
+    let s = triage(&dir, &Source::Reference).unwrap();
+    assert_eq!(
+        s.bugs.len(),
+        1,
+        "{:?}",
+        s.bugs.iter().map(|b| b.key()).collect::<Vec<_>>()
+    );
+    let b = &s.bugs[0];
+    assert_eq!(b.class, "crash-range_apply");
+    let mut sigs: Vec<&str> = b
+        .manifestations
+        .iter()
+        .map(|m| m.signature.as_str())
+        .collect();
+    sigs.sort();
+    assert_eq!(
+        sigs,
+        [
+            "lazymmu-crash-range_apply",
+            "lazymmu-hardening-crash-range_apply"
+        ]
+    );
+    let summary = write_summary(&dir, &s).unwrap();
+    assert!(summary.contains("1 distinct bug(s)"), "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
