@@ -208,3 +208,43 @@ fn a_crash_site_reached_both_ways_is_one_bug_with_both_reproducers() {
     assert!(summary.contains("1 distinct bug(s)"), "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each crash mutant's first crash among random realistic programs minimizes to a
+/// realistic program that crashes alone, in a fresh executor, at the same site.
+#[test]
+fn crash_reproducers_minimize_and_replay_alone_at_the_same_site() {
+    use lazymmu_engine::executor::{ExecOptions, Executor, Outcome};
+    for m in ["19", "20", "21", "22"] {
+        let (name, source) = mutant(m);
+        let opts = ExecOptions {
+            timeout: std::time::Duration::from_millis(100),
+            ..ExecOptions::default()
+        };
+        let mut e = Executor::new(differ(&source), opts).unwrap();
+        let mut rng = Rng::new(0xc7 + m.parse::<u64>().unwrap());
+        let batch: Vec<Program> = (0..400)
+            .map(|_| {
+                let n = 64 + rng.below(1024);
+                from_bytes(&rng.bytes(n), Mode::Realistic)
+            })
+            .collect();
+        let out = e.run_batch(&batch, false, None);
+        let (p, site) = batch
+            .iter()
+            .zip(&out)
+            .find_map(|(p, o)| match o {
+                Outcome::Died(r, _) => Some((p.clone(), r.site_name())),
+                Outcome::Ran(_) => None,
+            })
+            .unwrap_or_else(|| panic!("{name}: no crash in 400 programs"));
+        let sig = first_signature(&mut e, &p).unwrap();
+        assert!(!sig.contains("hardening"), "{name}: {sig}");
+        let min = minimize(&mut e, &p, &sig).unwrap().program;
+        assert!(lazymmu_harness::contract::is_realistic(&min), "{name}");
+        assert!(min.steps.len() <= p.steps.len());
+        let Outcome::Died(r, _) = e.run_alone(&min, false) else {
+            panic!("{name}: the minimized program does not crash alone");
+        };
+        assert_eq!(r.site_name(), site, "{name}:\n{}", to_text(&min));
+    }
+}
