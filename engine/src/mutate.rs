@@ -327,3 +327,77 @@ fn shrink(p: &mut Program, rng: &mut Rng) {
         _ => {}
     }
 }
+
+/// The custom mutator of the libFuzzer and AFL++ targets, on raw inputs: the input is
+/// decoded as the targets decode it, mutated structurally and written back as `.ops`
+/// text; one time in four (or when no mutant fits) `byte_mutate` does it instead.
+///
+/// It never hands the fuzzer an input the rig would then reject: a mutant is returned
+/// only if it decodes back to exactly itself, is valid, and keeps the contract when its
+/// header says realistic. A panic here is a rig bug, never a finding: libFuzzer would
+/// save the input it was *executing*, not the one being mutated, so the input is saved
+/// first (`lazymmu-rig-bug-<hash>.input` in the working directory) and the process
+/// aborts from `lazymmu_rig_bug`, its own frame.
+pub fn mutate_input(
+    data: &mut [u8],
+    size: usize,
+    max_size: usize,
+    seed: u32,
+    byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize,
+) -> usize {
+    if seed.is_multiple_of(4) {
+        return byte_mutate(data, size, max_size);
+    }
+    let input = &data[..size.min(data.len())];
+    let child = std::panic::catch_unwind(|| structural_mutant(input, seed, max_size));
+    match child {
+        Ok(Some(text)) => {
+            data[..text.len()].copy_from_slice(text.as_bytes());
+            text.len()
+        }
+        Ok(None) => byte_mutate(data, size, max_size),
+        Err(_) => {
+            let name = format!(
+                "lazymmu-rig-bug-{}.input",
+                crate::out::program_hash(&String::from_utf8_lossy(input))
+            );
+            let _ = std::fs::write(&name, input);
+            eprintln!("lazymmu: rig bug in the custom mutator; its input is saved as {name}");
+            lazymmu_rig_bug()
+        }
+    }
+}
+
+/// The decoding mode of the fuzz targets (adversarial when `LAZYMMU_ADVERSARIAL` is set).
+pub fn target_mode() -> Mode {
+    if std::env::var_os("LAZYMMU_ADVERSARIAL").is_some() {
+        Mode::Adversarial
+    } else {
+        Mode::Realistic
+    }
+}
+
+/// A structural mutant of `input` as `.ops` text of at most `max_size` bytes, checked as
+/// the rig will check it.
+fn structural_mutant(input: &[u8], seed: u32, max_size: usize) -> Option<String> {
+    let p = lazymmu_harness::gen::decode_input(input, target_mode());
+    let mut rng = Rng::new(seed as u64);
+    let child = mutate(&p, None, &mut rng)?;
+    let text = lazymmu_harness::text::to_text(&child);
+    let back = lazymmu_harness::gen::decode_input(text.as_bytes(), target_mode());
+    let accepted = text.len() <= max_size
+        && back == child
+        && child.validate().is_ok()
+        && (child.config.mode != Mode::Realistic || contract::is_realistic(&child));
+    accepted.then_some(text)
+}
+
+/// The rig itself failed (a panic in its own code, reached from a fuzz target): abort
+/// from a frame of its own, so crash deduplication never mistakes it for a finding in
+/// the implementation.
+#[inline(never)]
+#[cold]
+pub fn lazymmu_rig_bug() -> ! {
+    eprintln!("==lazymmu== rig bug: the rig's own code failed (not a finding)");
+    std::process::abort()
+}

@@ -205,3 +205,97 @@ fn fuzzing_finds_a_mutant_without_seeds() {
     let k = s.killed.expect("mutant 03 survived 20000 programs");
     assert!(k.signature.starts_with("lazymmu-"), "{k:?}");
 }
+
+/// The custom mutator of the libFuzzer and AFL++ targets (with debug assertions on)
+/// never panics and never returns an input the rig then rejects: chains of 100 mutations
+/// from starting inputs of every kind (generator bytes, `.ops` texts of realistic and
+/// adversarial programs, texts with a line mangled). `cargo test` runs 1,000 chains;
+/// CI runs 10,000 (a million mutations) in the `checked` profile (optimized, debug
+/// assertions on): `LAZYMMU_MUTATOR_CHAINS=10000`.
+#[test]
+fn the_custom_mutator_never_panics_and_never_returns_a_rejected_input() {
+    let chains: u32 = std::env::var("LAZYMMU_MUTATOR_CHAINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    // Two halves on two threads (the machines this runs on have two cores).
+    let halves: Vec<_> = [0u32, 1]
+        .into_iter()
+        .map(|h| std::thread::spawn(move || mutator_chains(h, chains / 2)))
+        .collect();
+    let (mut mutations, mut structural) = (0, 0);
+    for h in halves {
+        let (m, s) = h.join().unwrap();
+        mutations += m;
+        structural += s;
+    }
+    assert_eq!(mutations, (chains / 2) as u64 * 200);
+    assert!(
+        structural > mutations * 3 / 10,
+        "{structural} structural mutations of {mutations}"
+    );
+}
+
+/// `chains` chains of 100 mutations from inputs of seed `half`; (mutations, structural).
+fn mutator_chains(half: u32, chains: u32) -> (u64, u64) {
+    use lazymmu_engine::mutate::{mutate_input, target_mode};
+    use lazymmu_harness::gen::{as_ops_text, decode_input};
+    let mut rng = Rng::new(0x6d75 + half as u64);
+    let max = 16_384;
+    let mut mutations = 0u64;
+    let mut structural = 0u64;
+    for i in 0..chains {
+        let len = 64 + rng.below(1024);
+        let start: Vec<u8> = match i % 4 {
+            0 => rng.bytes(len),
+            1 | 2 => {
+                let mode = if i % 4 == 1 {
+                    Mode::Realistic
+                } else {
+                    Mode::Adversarial
+                };
+                to_text(&from_bytes(&rng.bytes(len), mode)).into_bytes()
+            }
+            _ => {
+                let mut t = to_text(&from_bytes(&rng.bytes(512), Mode::Realistic));
+                let lines: Vec<&str> = t.lines().collect();
+                let k = 1 + rng.below(lines.len().max(2) - 1);
+                let bad = format!("{} 0x{:x}", lines[k.min(lines.len() - 1)], rng.next_u64());
+                t = t.replacen(lines[k.min(lines.len() - 1)], &bad, 1);
+                t.into_bytes()
+            }
+        };
+        let mut data = vec![0u8; max];
+        let mut size = start.len().min(max);
+        data[..size].copy_from_slice(&start[..size]);
+        for _ in 0..100 {
+            let seed = rng.next_u64() as u32;
+            // Byte-level mutation stand-in: flip one byte (and say it was used).
+            let bytes_used = std::cell::Cell::new(false);
+            let flip = |d: &mut [u8], n: usize, _max: usize| {
+                bytes_used.set(true);
+                if n > 0 {
+                    d[(seed as usize / 4) % n] ^= 1 << (seed % 8);
+                }
+                n
+            };
+            size = mutate_input(&mut data, size, max, seed, flip);
+            mutations += 1;
+            assert!(size <= max);
+            // Whatever came out, the targets can run it.
+            let p = decode_input(&data[..size], target_mode());
+            assert!(p.validate().is_ok());
+            if !bytes_used.get() {
+                structural += 1;
+                // A structural mutant is exactly the program the targets will run, and
+                // realistic whenever its header says so.
+                let text = as_ops_text(&data[..size]).expect("structural mutants are .ops text");
+                assert_eq!(lazymmu_harness::text::parse(text).as_ref(), Ok(&p));
+                if p.config.mode == Mode::Realistic {
+                    assert!(contract::is_realistic(&p), "{text}");
+                }
+            }
+        }
+    }
+    (mutations, structural)
+}

@@ -12,7 +12,7 @@ static DIFFER: LazyLock<Mutex<Differ>> =
 
 fuzz_target!(|data: &[u8]| {
     let program = lazymmu_fuzz_glue::decode(data);
-    let verdict = DIFFER.lock().unwrap().verdict(&program);
+    let verdict = lazymmu_fuzz_glue::verdict(&mut DIFFER.lock().unwrap(), &program);
     lazymmu_fuzz_glue::record_features(&verdict);
     lazymmu_fuzz_glue::report(&verdict, &program);
 });

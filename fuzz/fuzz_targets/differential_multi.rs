@@ -37,7 +37,7 @@ static DIFFERS: LazyLock<Mutex<Vec<Differ>>> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     let program = lazymmu_fuzz_glue::decode(data);
     for d in DIFFERS.lock().unwrap().iter_mut() {
-        let verdict = d.verdict(&program);
+        let verdict = lazymmu_fuzz_glue::verdict(d, &program);
         lazymmu_fuzz_glue::record_features(&verdict);
         lazymmu_fuzz_glue::report(&verdict, &program);
     }

@@ -9,7 +9,7 @@ fn main() {
     let mut differ = lazymmu_fuzz_glue::builtin_differ();
     afl::fuzz!(|data: &[u8]| {
         let program = lazymmu_fuzz_glue::decode(data);
-        let verdict = differ.verdict(&program);
+        let verdict = lazymmu_fuzz_glue::verdict(&mut differ, &program);
         lazymmu_fuzz_glue::report(&verdict, &program);
     });
 }

@@ -2,22 +2,15 @@
 //! crates/fuzzing: generators, oracles and checkers live in the library crates; the fuzz
 //! targets only decode an input, run it and report.
 
-use lazymmu_engine::mutate::mutate;
-use lazymmu_engine::rng::Rng;
 use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
 use lazymmu_harness::text::to_text;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_harness::Program;
 
 /// An input is either a program in the `.ops` text format (what the structure-aware
 /// mutator writes, and what seed corpora hold) or generator bytes (anything else).
 pub fn decode(data: &[u8]) -> Program {
-    let mode = if std::env::var_os("LAZYMMU_ADVERSARIAL").is_some() {
-        Mode::Adversarial
-    } else {
-        Mode::Realistic
-    };
-    lazymmu_harness::gen::decode_input(data, mode)
+    lazymmu_harness::gen::decode_input(data, lazymmu_engine::mutate::target_mode())
 }
 
 /// libFuzzer reads these as extra coverage: the rig's model features.
@@ -87,6 +80,13 @@ pub fn report(v: &Verdict, program: &Program) {
     }
 }
 
+/// The verdict of `program` on `d`. A panic of the rig's own code (harness, oracle,
+/// checkers) is a rig bug: it aborts from `lazymmu_rig_bug`, never as a finding.
+pub fn verdict(d: &mut Differ, program: &Program) -> Verdict {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.verdict(program)))
+        .unwrap_or_else(|_| lazymmu_rig_bug())
+}
+
 /// The implementation linked in by the static build: the reference, or the tree named
 /// by `LAZYMMU_KERNEL_TREE` when the fuzz target was built.
 pub fn builtin_differ() -> Differ {
@@ -94,26 +94,6 @@ pub fn builtin_differ() -> Differ {
     Differ::new(lazymmu_target::CKernel::new(lib))
 }
 
-/// The structure-aware mutator: the engine's program mutations, written back as `.ops`
-/// text; one time in four (or when the text does not fit) libFuzzer's byte mutation.
-pub fn mutate_input(
-    data: &mut [u8],
-    size: usize,
-    max_size: usize,
-    seed: u32,
-    byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize,
-) -> usize {
-    if seed.is_multiple_of(4) {
-        return byte_mutate(data, size, max_size);
-    }
-    let p = decode(&data[..size]);
-    let mut rng = Rng::new(seed as u64);
-    if let Some(child) = mutate(&p, None, &mut rng) {
-        let text = to_text(&child);
-        if text.len() <= max_size {
-            data[..text.len()].copy_from_slice(text.as_bytes());
-            return text.len();
-        }
-    }
-    byte_mutate(data, size, max_size)
-}
+/// The structure-aware mutator (the engine's, which checks what it returns and turns a
+/// panic of the rig into `lazymmu_rig_bug` with the input saved).
+pub use lazymmu_engine::mutate::{lazymmu_rig_bug, mutate_input};
