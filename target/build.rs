@@ -63,9 +63,10 @@ fn main() {
         std::fs::copy(h, tree_include.join("asm/lazy_mmu.h")).unwrap();
     }
     // Fuzzing builds (cargo fuzz sets --cfg fuzzing) instrument the C code for coverage:
-    // clang's libFuzzer instrumentation when clang is there, else gcc's trace-pc with a
-    // callback shim; ASan too when the Rust side has it. LAZYMMU_C_COVERAGE=none turns it
-    // off (to compare), =gcc forces the gcc path.
+    // with the builder's $CC/$CFLAGS when they are set (OSS-Fuzz), else clang's libFuzzer
+    // instrumentation when clang is there, else gcc's trace-pc with a callback shim; ASan
+    // too when the Rust side has it. LAZYMMU_C_COVERAGE=none turns it off (to compare),
+    // =gcc forces the gcc path.
     println!("cargo:rerun-if-env-changed=LAZYMMU_C_COVERAGE");
     let fuzzing = std::env::var_os("CARGO_CFG_FUZZING").is_some();
     let wanted = std::env::var("LAZYMMU_C_COVERAGE").unwrap_or_else(|_| "auto".into());
@@ -77,8 +78,20 @@ fn main() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    // An OSS-Fuzz / ClusterFuzzLite builder sets $CC and $CFLAGS for the sanitizer and
+    // engine it builds for (ASan plus libFuzzer's coverage, or clang's source coverage in
+    // a coverage build): the code under test takes exactly those.
+    println!("cargo:rerun-if-env-changed=CFLAGS");
+    let builder_cflags: Vec<String> = std::env::var("CFLAGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     let (compiler, coverage): (PathBuf, Vec<String>) = if !fuzzing || wanted == "none" {
         (cc::Build::new().get_compiler().path().to_path_buf(), vec![])
+    } else if wanted == "auto" && !builder_cflags.is_empty() {
+        let cc = std::env::var("CC").unwrap_or_else(|_| "clang".into());
+        (PathBuf::from(cc), builder_cflags)
     } else if wanted == "gcc" || !have_clang {
         (
             PathBuf::from("gcc"),
