@@ -205,7 +205,7 @@ fn sanitize_address_catches_an_overflow_of_the_implementations_own_object() {
 fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug() {
     let out_dir = std::env::temp_dir().join(format!("lazymmu-cli-crashy-{}", std::process::id()));
     let fixture = format!(
-        "{}/target/fixtures/past-alloc/lazy_mmu.c",
+        "{}/target/fixtures/past-alloc.patch",
         env!("CARGO_MANIFEST_DIR")
     );
     let t0 = std::time::Instant::now();
@@ -213,7 +213,7 @@ fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug(
         "fuzz",
         "--time",
         "3",
-        "--impl",
+        "--mutant",
         &fixture,
         "--out",
         &out_dir.to_string_lossy(),

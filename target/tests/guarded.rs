@@ -85,7 +85,7 @@ fn the_programs_run_clean_on_the_reference() {
 
 #[test]
 fn a_plain_store_past_the_table_faults_and_is_named() {
-    let mut k = load(Source::File(fixture("past-end/lazy_mmu.c")));
+    let mut k = load(Source::Mutant(fixture("past-end.patch")));
     let p = program(FULL_PMD);
     let trap = FaultTrap::new();
     let crash = run_in_child(|| {
@@ -105,7 +105,7 @@ fn a_plain_store_past_the_table_faults_and_is_named() {
 
 #[test]
 fn a_plain_store_before_the_table_is_reported_at_its_step() {
-    let mut k = load(Source::File(fixture("poison-store/lazy_mmu.c")));
+    let mut k = load(Source::Mutant(fixture("poison-store.patch")));
     let p = program(FROM_ENTRY_0);
     let mut m = Machine::new(&p.config);
     let events = drive(&mut k, &mut m, &p);
@@ -167,7 +167,7 @@ fn machine_tables_are_aligned_guarded_and_reused() {
 
 #[test]
 fn a_store_past_a_kzalloc_object_faults_at_the_guard_page() {
-    let mut k = load(Source::File(fixture("past-alloc/lazy_mmu.c")));
+    let mut k = load(Source::Mutant(fixture("past-alloc.patch")));
     let p = program(FROM_ENTRY_0);
     let trap = FaultTrap::new();
     let crash = run_in_child(|| {
