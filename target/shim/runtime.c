@@ -1,17 +1,28 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
- * The shim runtime, linked with one lazy-MMU implementation file into one shared object:
+ * The shim runtime, linked with one lazy-MMU implementation file into one shared object
+ * (or, for the fuzz targets and the rig's built-in reference, into one static library):
  *
- *  - the eager base code the wrappers fall back to (ptep_xchg_direct/lazy, the modify-prot
- *    transaction, ptep_clear_flush, the flush_tlb_* family), written from SEMANTICS.md
- *    sections 2 and 3;
- *  - the generic lazy-MMU layer (SEMANTICS.md section 4) with the generation's names;
- *  - the inline wrappers of arch/s390/include/asm/pgtable.h for the generation
- *    (LAZYMMU_GEN: 1 = RFC, 2 = v2, 3 = v3 and later): try the routing function, fall
- *    back to the eager code;
- *  - lazymmu_shim_op(), the one entry point the rig calls for every step;
+ *  - allocation tracking: kzalloc()/kfree() of the implementation, each object against a
+ *    guard page outside ASan builds, so that an access past its end faults where it
+ *    happens;
  *  - the reset between programs: tracked allocations freed, the implementation's static
- *    data restored to its load-time image.
+ *    data restored to its load-time image;
+ *  - lazymmu_shim_op(), the one entry point the rig calls for every step, and the other
+ *    exported lazymmu_shim_* functions (ABI version, generation, state, early_param).
+ *
+ * The kernel code the rig needs around the implementation is in files of its own, split
+ * like the headers in include/shim/ (types.h, stubs.h, hooks.h):
+ *
+ *  - eager.c: the duplicated eager base code the wrappers fall back to;
+ *  - lazy_mmu_mode.c: the generic lazy-MMU layer with the generation's hook names;
+ *  - wrappers.c: the inline wrappers of asm/pgtable.h for the generation (LAZYMMU_GEN).
+ *
+ * This file #includes them (as tools/testing/vma #includes mm/vma.c) rather than having
+ * them compiled and linked separately: everything stays one object
+ * (runtime.o) with one symbol table, their helpers stay static, and the loader, build.rs
+ * and the triage KUnit runner, which links runtime.o, need no change. Only runtime.c is
+ * compiled; the parts refuse to compile on their own.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -250,343 +261,12 @@ extern char __start_lazymmu_impl_bss[] __attribute__((weak, visibility("hidden")
 extern char __stop_lazymmu_impl_bss[] __attribute__((weak, visibility("hidden")));
 static char *shim_data_image;
 
-/* ---- eager base code (arch/s390/mm/pgtable.c, SEMANTICS.md section 2) ---- */
+/* ---- the kernel code around the implementation (see the top of this file) ---- */
 
-static int mm_id(struct mm_struct *mm)
-{
-	return mm->context.id;
-}
-
-static void ptep_ipte_local_or_global(struct mm_struct *mm, unsigned long addr, pte_t *ptep,
-				      int local)
-{
-	(void)mm;
-	__ptep_ipte(addr, ptep, 0, 0, local);
-}
-
-/* Direct policy: local IPTE if only this CPU may hold TLB entries and TLB-LC is there. */
-static pte_t ptep_flush_direct(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	pte_t old = __ptep_get(ptep);
-
-	if (pte_val(old) & _PAGE_INVALID)
-		return old;
-	atomic_inc(&mm->context.flush_count);
-	if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(smp_processor_id())))
-		ptep_ipte_local_or_global(mm, addr, ptep, IPTE_LOCAL);
-	else
-		ptep_ipte_local_or_global(mm, addr, ptep, IPTE_GLOBAL);
-	atomic_dec(&mm->context.flush_count);
-	return old;
-}
-
-/* Lazy policy: on an mm only this CPU runs, set I and owe a full flush. */
-static pte_t ptep_flush_lazy(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	pte_t old = __ptep_get(ptep);
-
-	if (pte_val(old) & _PAGE_INVALID)
-		return old;
-	atomic_inc(&mm->context.flush_count);
-	if (cpumask_equal(&mm->context.cpu_attach_mask, cpumask_of(smp_processor_id()))) {
-		__set_pte(ptep, set_pte_bit(old, _PAGE_INVALID));
-		mm->context.flush_mm = 1;
-	} else {
-		ptep_ipte_local_or_global(mm, addr, ptep, IPTE_GLOBAL);
-	}
-	atomic_dec(&mm->context.flush_count);
-	return old;
-}
-
-pte_t ptep_xchg_direct(struct mm_struct *mm, unsigned long addr, pte_t *ptep, pte_t new)
-{
-	pte_t old;
-
-	preempt_disable();
-	old = ptep_flush_direct(mm, addr, ptep);
-	__set_pte(ptep, new);
-	preempt_enable();
-	return old;
-}
-
-pte_t ptep_xchg_lazy(struct mm_struct *mm, unsigned long addr, pte_t *ptep, pte_t new)
-{
-	pte_t old;
-
-	preempt_disable();
-	old = ptep_flush_lazy(mm, addr, ptep);
-	__set_pte(ptep, new);
-	preempt_enable();
-	return old;
-}
-
-static pte_t ___ptep_modify_prot_start(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	pte_t old;
-
-	preempt_disable();
-	old = ptep_flush_lazy(mm, addr, ptep);
-	preempt_enable();
-	return old;
-}
-
-static void ___ptep_modify_prot_commit(pte_t *ptep, pte_t pte)
-{
-	__set_pte(ptep, pte);
-}
-
-static void tlb_flush_mm(struct mm_struct *mm)
-{
-	atomic_inc(&mm->context.flush_count);
-	cpumask_copy(mm_cpumask(mm), &mm->context.cpu_attach_mask);
-	lazymmu_shim.cb.idte(lazymmu_shim.cb.ctx, mm_id(mm));
-	atomic_dec(&mm->context.flush_count);
-}
-
-static void tlb_flush_mm_lazy(struct mm_struct *mm)
-{
-	if (mm->context.flush_mm) {
-		mm->context.flush_mm = 0;
-		tlb_flush_mm(mm);
-	}
-}
-
-static void uv_after_clear(struct mm_struct *mm, pte_t *ptep, pte_t old, int full)
-{
-	if (!mm_is_protected(mm) || !pte_present(old))
-		return;
-	lazymmu_shim.cb.uv(lazymmu_shim.cb.ctx, &ptep->pte, full ? 1 : 0);
-}
-
-/* ---- the generic lazy-MMU layer, with this generation's arch hooks ---- */
-
-#if LAZYMMU_GEN >= 3
-#define gen_arch_enter()	arch_enter_lazy_mmu_mode()
-#define gen_arch_enter_range(mm, addr, end, ptep) \
-	arch_enter_lazy_mmu_mode_with_ptes(mm, addr, end, ptep)
-#elif LAZYMMU_GEN == 2
-#define gen_arch_enter()	do { } while (0)	/* empty inline on s390 */
-#define gen_arch_enter_range(mm, addr, end, ptep) \
-	arch_enter_lazy_mmu_mode_for_pte_range(mm, addr, end, ptep)
-#else
-#define gen_arch_enter()	do { } while (0)
-#define gen_arch_enter_range(mm, addr, end, ptep) \
-	arch_enter_lazy_mmu_mode_pte(mm, addr, end, ptep)
-#endif
-
-static void lazy_mmu_mode_enable(void)
-{
-	struct lazy_mmu_state *state = &current->lazy_mmu_state;
-
-	if (in_interrupt() || state->pause_count > 0)
-		return;
-	if (state->enable_count++ == 0)
-		gen_arch_enter();
-}
-
-/* lazy_mmu_mode_enable_with_ptes (v2: _for_pte_range, RFC: _pte). */
-static void lazy_mmu_mode_enable_range(struct mm_struct *mm, unsigned long addr,
-				       unsigned long end, pte_t *ptep)
-{
-	struct lazy_mmu_state *state = &current->lazy_mmu_state;
-
-	if (in_interrupt() || state->pause_count > 0)
-		return;
-	if (state->enable_count++ == 0)
-		gen_arch_enter_range(mm, addr, end, ptep);
-}
-
-static void lazy_mmu_mode_disable(void)
-{
-	struct lazy_mmu_state *state = &current->lazy_mmu_state;
-
-	if (in_interrupt() || state->pause_count > 0)
-		return;
-	if (state->enable_count == 0)
-		lazymmu_shim_report("lazy_mmu_mode_disable() without enable");
-	if (--state->enable_count == 0)
-		arch_leave_lazy_mmu_mode();
-	else
-		arch_flush_lazy_mmu_mode();
-}
-
-static void lazy_mmu_mode_pause(void)
-{
-	struct lazy_mmu_state *state = &current->lazy_mmu_state;
-
-	if (in_interrupt())
-		return;
-	if (state->pause_count++ == 0 && state->enable_count > 0)
-		arch_leave_lazy_mmu_mode();
-}
-
-static void lazy_mmu_mode_resume(void)
-{
-	struct lazy_mmu_state *state = &current->lazy_mmu_state;
-
-	if (in_interrupt())
-		return;
-	if (state->pause_count == 0)
-		lazymmu_shim_report("lazy_mmu_mode_resume() without pause");
-	if (--state->pause_count == 0 && state->enable_count > 0)
-		gen_arch_enter();
-}
-
-/* ---- the wrappers (arch/s390/include/asm/pgtable.h) ---- */
-
-#if LAZYMMU_GEN >= 3
-/* v3+: the wrapper gates on this CPU's lowcore count; the functions check nothing. */
-#define routed(call)	(get_lowcore()->lazy_mmu_count != 0 && (call))
-#pragma weak __lazy_mmu_ptep_get_and_clear_full
-#define R_SET_PTE(ptep, pte)		__lazy_mmu_set_pte(ptep, pte)
-#define R_GET(ptep, res)		__lazy_mmu_ptep_get(ptep, res)
-#define R_YOUNG(vma, addr, ptep, res)	__lazy_mmu_ptep_test_and_clear_young(addr, ptep, res)
-#define R_GAC(mm, addr, ptep, res)	__lazy_mmu_ptep_get_and_clear(addr, ptep, res)
-#define R_START(vma, addr, ptep, res)	__lazy_mmu_ptep_modify_prot_start(addr, ptep, res)
-#define R_COMMIT(vma, addr, ptep, o, n)	__lazy_mmu_ptep_modify_prot_commit(addr, ptep, o, n)
-#define R_WRPROTECT(mm, addr, ptep)	__lazy_mmu_ptep_set_wrprotect(addr, ptep)
-#else
-/* RFC, v2: the ipte_batch_* functions test is_lazy_mmu_mode_active() themselves. */
-#define routed(call)	(call)
-#define R_SET_PTE(ptep, pte)		ipte_batch_set_pte(ptep, pte)
-#define R_GET(ptep, res)		ipte_batch_ptep_get(ptep, res)
-#define R_YOUNG(vma, addr, ptep, res)	ipte_batch_ptep_test_and_clear_young(vma, addr, ptep, res)
-#define R_GAC(mm, addr, ptep, res)	ipte_batch_ptep_get_and_clear(mm, addr, ptep, res)
-#define R_START(vma, addr, ptep, res)	ipte_batch_ptep_modify_prot_start(vma, addr, ptep, res)
-#define R_COMMIT(vma, addr, ptep, o, n)	ipte_batch_ptep_modify_prot_commit(vma, addr, ptep, o, n)
-#define R_WRPROTECT(mm, addr, ptep)	ipte_batch_ptep_set_wrprotect(mm, addr, ptep)
-#endif
-
-void set_pte(pte_t *ptep, pte_t pte)
-{
-	if (routed(R_SET_PTE(ptep, pte)))
-		return;
-	__set_pte(ptep, pte);
-}
-
-pte_t ptep_get(pte_t *ptep)
-{
-	pte_t res;
-
-	if (routed(R_GET(ptep, &res)))
-		return res;
-	return __ptep_get(ptep);
-}
-
-/* The generic ptep_get_lockless() is ptep_get(). */
-pte_t ptep_get_lockless(pte_t *ptep)
-{
-	return ptep_get(ptep);
-}
-
-/* Not routed: the caller guarantees the old entry is invalid. */
-void pte_clear(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	(void)mm;
-	(void)addr;
-	set_pte(ptep, __pte(_PAGE_INVALID));
-}
-
-int ptep_test_and_clear_young(struct vm_area_struct *vma, unsigned long addr, pte_t *ptep)
-{
-	int res;
-	pte_t old;
-
-	if (routed(R_YOUNG(vma, addr, ptep, &res)))
-		return res;
-	old = __ptep_get(ptep);
-	old = ptep_xchg_direct(vma->vm_mm, addr, ptep, pte_mkold(old));
-	return pte_young(old);
-}
-
-pte_t ptep_get_and_clear(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	pte_t res;
-
-	if (!routed(R_GAC(mm, addr, ptep, &res)))
-		res = ptep_xchg_lazy(mm, addr, ptep, __pte(_PAGE_INVALID));
-	uv_after_clear(mm, ptep, res, 0);
-	return res;
-}
-
-pte_t ptep_get_and_clear_full(struct mm_struct *mm, unsigned long addr, pte_t *ptep, int full)
-{
-	pte_t res;
-	bool done;
-
-#if LAZYMMU_GEN >= 3
-	if (full && __lazy_mmu_ptep_get_and_clear_full)
-		done = routed(__lazy_mmu_ptep_get_and_clear_full(addr, ptep, &res));
-	else
-		done = routed(__lazy_mmu_ptep_get_and_clear(addr, ptep, &res));
-#elif LAZYMMU_GEN == 2
-	done = ipte_batch_ptep_get_and_clear(mm, addr, ptep, &res);
-#else
-	done = ipte_batch_ptep_get_and_clear_full(mm, addr, ptep, full, &res);
-#endif
-	if (!done) {
-		if (full) {
-			/* exit_mmap: the whole mm is flushed once at teardown. */
-			res = __ptep_get(ptep);
-			__set_pte(ptep, __pte(_PAGE_INVALID));
-		} else {
-			res = ptep_xchg_lazy(mm, addr, ptep, __pte(_PAGE_INVALID));
-		}
-	}
-	uv_after_clear(mm, ptep, res, full);
-	return res;
-}
-
-pte_t ptep_modify_prot_start(struct vm_area_struct *vma, unsigned long addr, pte_t *ptep)
-{
-	pte_t res;
-
-	if (routed(R_START(vma, addr, ptep, &res)))
-		return res;
-	return ___ptep_modify_prot_start(vma->vm_mm, addr, ptep);
-}
-
-void ptep_modify_prot_commit(struct vm_area_struct *vma, unsigned long addr, pte_t *ptep,
-			     pte_t old_pte, pte_t pte)
-{
-	if (routed(R_COMMIT(vma, addr, ptep, old_pte, pte)))
-		return;
-	___ptep_modify_prot_commit(ptep, pte);
-}
-
-void ptep_set_wrprotect(struct mm_struct *mm, unsigned long addr, pte_t *ptep)
-{
-	pte_t pte;
-
-	if (routed(R_WRPROTECT(mm, addr, ptep)))
-		return;
-	pte = __ptep_get(ptep);
-	if (pte_write(pte))
-		ptep_xchg_lazy(mm, addr, ptep, pte_wrprotect(pte));
-}
-
-/* Not routed by any generation. */
-pte_t ptep_clear_flush(struct vm_area_struct *vma, unsigned long addr, pte_t *ptep)
-{
-	return ptep_xchg_direct(vma->vm_mm, addr, ptep, __pte(_PAGE_INVALID));
-}
-
-static void flush_tlb_range(struct mm_struct *mm, int is_init_mm)
-{
-	if (is_init_mm)
-		lazymmu_shim.cb.idte(lazymmu_shim.cb.ctx, mm_id(mm)); /* flush_tlb_kernel_range */
-	else
-		tlb_flush_mm_lazy(mm);
-}
-
-/* finish_arch_post_lock_switch: join mm_cpumask, then the owed flush. */
-static void switch_in(struct mm_struct *mm)
-{
-	if (atomic_read(&mm->context.flush_count))
-		lazymmu_shim_report("switch_mm with a flush in progress");
-	cpumask_set_cpu(smp_processor_id(), mm_cpumask(mm));
-	tlb_flush_mm_lazy(mm);
-}
+#define LAZYMMU_SHIM_RUNTIME
+#include "eager.c"
+#include "lazy_mmu_mode.c"
+#include "wrappers.c"
 
 /* ---- per-CPU online/offline of the implementation ---- */
 

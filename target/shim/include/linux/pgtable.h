@@ -3,7 +3,8 @@
  * The shim's <linux/pgtable.h>: PTE helpers, the generic lazy-MMU layer's state test, and
  * the prototypes of every generation's arch hooks and routing functions, so that any of
  * the posted implementation files compiles unchanged against it. The wrappers themselves
- * (set_pte, ptep_get, ...) are defined in runtime.c for the detected generation.
+ * (set_pte, ptep_get, ...) are defined in wrappers.c for the detected generation, the eager
+ * code they fall back to in eager.c (both part of runtime.c).
  */
 #ifndef LAZYMMU_SHIM_LINUX_PGTABLE_H
 #define LAZYMMU_SHIM_LINUX_PGTABLE_H
@@ -12,7 +13,7 @@
 #include <shim/stubs.h>
 #include <shim/hooks.h>
 
-/* PTE helpers (SEMANTICS.md section 1). */
+/* PTE helpers (docs/semantics.md#pte-format). */
 static inline int pte_none(pte_t pte) { return pte_val(pte) == _PAGE_INVALID; }
 static inline int pte_present(pte_t pte) { return (pte_val(pte) & _PAGE_PRESENT) != 0; }
 static inline int pte_young(pte_t pte) { return (pte_val(pte) & _PAGE_YOUNG) != 0; }
@@ -90,7 +91,7 @@ bool ipte_batch_ptep_modify_prot_commit(struct vm_area_struct *vma, unsigned lon
 					pte_t *ptep, pte_t old_pte, pte_t pte);
 bool ipte_batch_ptep_set_wrprotect(struct mm_struct *mm, unsigned long addr, pte_t *ptep);
 
-/* The wrappers and eager base code (runtime.c). */
+/* The wrappers (wrappers.c) and the eager base code (eager.c). */
 void set_pte(pte_t *ptep, pte_t pte);
 pte_t ptep_get(pte_t *ptep);
 pte_t ptep_get_lockless(pte_t *ptep);

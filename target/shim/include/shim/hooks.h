@@ -97,7 +97,7 @@ static inline void preempt_enable(void)
 #define this_cpu_read(var)		((var)[smp_processor_id()])
 #define this_cpu_write(var, v)		((void)((var)[smp_processor_id()] = (v)))
 #define this_cpu_ptr(ptr)		(&(*(ptr))[smp_processor_id()])
-/* An lvalue of the variable's own type, with preemption disabled (TARGET-ABI.md). */
+/* An lvalue of the variable's own type, with preemption disabled (docs/abi.md#shapes). */
 #define get_cpu_var(var)		(*({ preempt_disable(); &(var)[smp_processor_id()]; }))
 #define put_cpu_var(var)		preempt_enable()
 #define get_cpu()			({ preempt_disable(); smp_processor_id(); })
@@ -177,7 +177,7 @@ static inline void __ptep_ipte_range(unsigned long addr, int nr, pte_t *ptep, in
 	lazymmu_shim.cb.ipte_range(lazymmu_shim.cb.ctx, addr, nr, &ptep->pte, local);
 }
 
-/* KASAN shadow of PTE slots (statements, as TARGET-ABI.md says). */
+/* KASAN shadow of PTE slots (statements, as docs/abi.md#shapes says). */
 static inline void kasan_poison_pte(pte_t *ptep, int nr)
 {
 	lazymmu_shim.cb.kasan(lazymmu_shim.cb.ctx, &ptep->pte, nr, 1);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Duplicated definitions: the kernel types and constants the lazy-MMU files use, written
- * again for userspace from SEMANTICS.md and TARGET-ABI.md (not copied from the kernel).
+ * again for userspace from docs/semantics.md and docs/abi.md (not copied from the kernel).
  */
 #ifndef LAZYMMU_SHIM_TYPES_H
 #define LAZYMMU_SHIM_TYPES_H
