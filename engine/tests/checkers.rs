@@ -348,8 +348,9 @@ cpu0 unlock_ptl mm0 t0
     assert!(v.findings.is_empty(), "{:#?}", v.findings);
     // The differing return, and the read of a slot poisoned by cpu0's batch.
     assert_eq!(v.hazards.len(), 2, "{:#?}", v.hazards);
-    assert!(
-        v.hazards[1].target.contains("ShadowAccess") && v.hazards[1].target.contains("owner: 0")
+    assert_eq!(
+        v.hazards[1].target,
+        "lazy-MMU PTE access: read of mm0 t0[1] in ptep_get_lockless, poisoned by cpu0's section"
     );
     let h = &v.hazards[0];
     assert_eq!((h.step, h.cpu, h.harmful), (3, 1, false));

@@ -14,7 +14,7 @@ pub const MAX_TABLES: usize = 4;
 /// How programs are generated and judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum Mode {
-    /// Programs obey the API contract of SEMANTICS.md section 4 (see `contract`).
+    /// Programs obey the API contract (docs/semantics.md#api-contract, see `contract`).
     #[default]
     Realistic,
     /// Programs may break the contract; what an implementation does then is hardening.
@@ -174,6 +174,17 @@ pub struct PteRange {
     pub table: u8,
     pub start: u16,
     pub end: u16,
+}
+
+impl std::fmt::Display for PteRange {
+    /// The `.ops` notation: `mm0 t0[0..16]`, entries 0 to 15.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mm{} t{}[{}..{}]",
+            self.mm, self.table, self.start, self.end
+        )
+    }
 }
 
 impl PteRange {

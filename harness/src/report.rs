@@ -4,56 +4,24 @@
 use std::fmt::Write as _;
 
 use crate::exec::{Ret, SyncKind, Trace};
-use crate::machine::{AccessResult, Counters, HwEvent, Snapshot, UvKind};
+use crate::machine::{Counters, HwEvent, Snapshot};
 use crate::program::{Program, PteRef};
-use crate::pte::{self, PTE_NONE, PTRS_PER_PTE};
+use crate::pte::{PTE_NONE, PTRS_PER_PTE};
+use crate::render::{event_text, pte_bits};
 use crate::text::step_to_text;
 
+/// What a step returned, for traces and reports (`None` for a void function). See
+/// `render` for the wording.
 pub fn ret_text(r: &Ret) -> Option<String> {
-    Some(match *r {
-        Ret::None => return None,
-        Ret::Pte(v) => format!("{v:#x} ({})", pte::describe(v)),
-        Ret::Bool(b) => b.to_string(),
-        Ret::CpuOffline => "(cpu offline: not run)".into(),
-        Ret::Access(a) => match a {
-            AccessResult::NotAttached => "not attached: no translation".into(),
-            AccessResult::TlbHit { value } => format!("tlb hit {value:#x}"),
-            AccessResult::Walked { value } => format!("walked, tlb filled {value:#x}"),
-            AccessResult::TranslationFault { value } => {
-                format!("translation fault (pte {value:#x})")
-            }
-            AccessResult::ProtectionFault { value } => format!("protection fault (pte {value:#x})"),
-        },
-    })
+    match r {
+        Ret::None => None,
+        r => Some(r.to_string()),
+    }
 }
 
+/// One instruction or firmware call, as its mnemonic (`ipte global mm0 t0[5]`).
 pub fn hw_text(e: &HwEvent) -> String {
-    let scope = |local: bool| if local { "local" } else { "global" };
-    match *e {
-        HwEvent::Ipte { pte, local } => format!("ipte {} {pte}", scope(local)),
-        HwEvent::IpteRange {
-            mm,
-            table,
-            first,
-            count,
-            local,
-        } => format!(
-            "ipte-range {} mm{mm} t{table}[{first}..{}] ({count} entries)",
-            scope(local),
-            first as u32 + count as u32
-        ),
-        HwEvent::Rdp { pte } => format!("rdp {pte}"),
-        HwEvent::Idte { mm } => format!("idte mm{mm} (all CPUs)"),
-        HwEvent::FlushGlobal => "csp: global TLB flush".into(),
-        HwEvent::FlushLocal => "local TLB flush".into(),
-        HwEvent::Uv { pte, kind } => format!(
-            "uv {} {pte}",
-            match kind {
-                UvKind::ConvertFromSecure => "convert_from_secure",
-                UvKind::Destroy => "destroy",
-            }
-        ),
-    }
+    e.to_string()
 }
 
 pub fn counters_text(c: &Counters) -> String {
@@ -104,7 +72,7 @@ fn snapshot_text(out: &mut String, program: &Program, layout: &[u8], s: &Snapsho
         writeln!(
             out,
             "      memory {p}: {from:#x} -> {to:#x} ({})",
-            pte::describe(to)
+            pte_bits(to)
         )
         .unwrap();
     }
@@ -137,7 +105,12 @@ pub fn trace_text(program: &Program, trace: &Trace) -> String {
             writeln!(out, "      {}", hw_text(e)).unwrap();
         }
         for e in trace.events.iter().filter(|e| e.step == i) {
-            writeln!(out, "      !! {:?}", e.event).unwrap();
+            writeln!(
+                out,
+                "      !! {}",
+                event_text(&e.event, Some(step.op.name()))
+            )
+            .unwrap();
         }
         while let Some(s) = syncs.next_if(|s| s.step == i) {
             let kind = match s.kind {
