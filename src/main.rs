@@ -1,16 +1,16 @@
 //! `lazymmu`: the command line of the rig.
 
-mod fuzzing;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use lazymmu_engine::fuzz::ModeSel;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lazymmu_engine::executor::Outcome;
-use lazymmu_harness::{contract, gen, report, text, Mode, Program, Trace};
+use lazymmu_engine::campaign::{self, executor};
+use lazymmu_engine::executor::{ExecOptions, Outcome};
+use lazymmu_engine::fuzz::{Minimizer, ModeSel};
+use lazymmu_engine::rng::Rng;
+use lazymmu_harness::reprofile::{Expected, ReproFile};
+use lazymmu_harness::{contract, gen, report, text, Program, Trace};
 use lazymmu_target::Source;
 
 #[derive(Parser)]
@@ -72,32 +72,6 @@ fn with_asan_runtime() -> Result<(), String> {
     Err(format!("--sanitize address: cannot re-run the rig: {err}"))
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Realistic,
-    Adversarial,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FuzzMode {
-    /// Programs that keep the API contract: findings are bugs.
-    Realistic,
-    /// Programs that may break it: findings are hardening.
-    Adversarial,
-    /// Both.
-    Mixed,
-}
-
-impl FuzzMode {
-    fn sel(self) -> ModeSel {
-        match self {
-            FuzzMode::Realistic => ModeSel::Realistic,
-            FuzzMode::Adversarial => ModeSel::Adversarial,
-            FuzzMode::Mixed => ModeSel::Mixed,
-        }
-    }
-}
-
 fn seeds_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/seeds"))
 }
@@ -140,6 +114,16 @@ impl ImplArgs {
         Ok(v)
     }
 
+    /// The one implementation given, or the one a reproducer's header names, or the
+    /// reference.
+    fn source_or(&self, header: Option<&String>) -> Result<Source, String> {
+        match (self.source()?, header) {
+            (Some(s), _) => Ok(s),
+            (None, Some(name)) => Source::from_name(name),
+            (None, None) => Ok(Source::Reference),
+        }
+    }
+
     /// At most one implementation (None: the oracle).
     fn source(&self) -> Result<Option<Source>, String> {
         let mut v = self.sources()?;
@@ -148,16 +132,6 @@ impl ImplArgs {
             _ => Err(
                 "give one implementation here (--kernel, --impl, --reference or --mutant)".into(),
             ),
-        }
-    }
-
-    /// Command-line arguments naming `source`, for a worker process.
-    fn args_for(source: &Source) -> Vec<String> {
-        match source {
-            Source::Reference => vec!["--reference".into()],
-            Source::Mutant(p) => vec!["--mutant".into(), p.display().to_string()],
-            Source::KernelTree(p) => vec!["--kernel".into(), p.display().to_string()],
-            Source::File(p) => vec!["--impl".into(), p.display().to_string()],
         }
     }
 }
@@ -199,8 +173,8 @@ enum Command {
         #[command(flatten)]
         implementation: ImplArgs,
     },
-    /// Check a program against the lazy-MMU API contract (SEMANTICS.md section 4) and say
-    /// whether it is realistic, listing every rule it breaks.
+    /// Check a program against the lazy-MMU API contract (docs/semantics.md#api-contract)
+    /// and say whether it is realistic, listing every rule it breaks.
     Check { file: PathBuf },
     /// Fuzz implementations against the eager oracle (default: the built-in reference):
     /// structure-aware mutation of programs, guided by model coverage, starting from the
@@ -224,7 +198,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         #[arg(long, value_enum, default_value = "realistic")]
-        mode: FuzzMode,
+        mode: ModeSel,
         /// Output directory.
         #[arg(long, default_value = "fuzz-out")]
         out: PathBuf,
@@ -246,7 +220,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, value_enum, default_value = "realistic")]
-        mode: FuzzMode,
+        mode: ModeSel,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
@@ -371,13 +345,21 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Run an exported KUnit case (or suite) in userspace against IMPL (default: the
+    /// reference): KTAP out, exit 1 if a case failed (triage/src/kunit_run.rs).
+    KunitRun {
+        file: PathBuf,
+        #[command(flatten)]
+        implementation: ImplArgs,
+    },
     /// Generate a random program from a seed and print it in the .ops format.
     Gen {
         /// Seed of the generator: the same seed gives the same program everywhere.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// `mixed`: each program realistic or adversarial, by a coin of the seed.
         #[arg(long, value_enum, default_value = "realistic")]
-        mode: ModeArg,
+        mode: ModeSel,
         /// Bytes of generator input (more bytes, longer programs).
         #[arg(long, default_value_t = 512)]
         bytes: usize,
@@ -395,35 +377,360 @@ fn load(path: &Path) -> Result<Program, String> {
     load_with_lines(path).map(|(p, _)| p)
 }
 
-/// Runs a program through the chosen implementation (in an executor), or the oracle.
-fn run_program(p: &Program, args: &ImplArgs, timeout: Duration) -> Result<Trace, String> {
-    let Some(src) = args.source()? else {
-        return Ok(lazymmu_oracle::run(p));
+/// Writes `text` to `output`, or to stdout.
+fn emit(output: Option<PathBuf>, text: &str) -> Result<(), String> {
+    match output {
+        Some(o) => std::fs::write(&o, text).map_err(|e| format!("{}: {e}", o.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// The triage minimizer, for crashes found while fuzzing.
+fn crash_minimizer() -> Minimizer {
+    Box::new(|exec, p, sig, deadline| {
+        lazymmu_triage::minimize::minimize_against(exec, p, sig, None, deadline)
+            .map(|m| m.program)
+            .unwrap_or_else(|_| p.clone())
+    })
+}
+
+fn default_timeout() -> Duration {
+    ExecOptions::default().timeout
+}
+
+fn worker_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find the rig's executable: {e}"))
+}
+
+/// `replay`: a trace of the oracle, or of an implementation in an executor.
+fn replay(file: &Path, json: bool, imp: &ImplArgs, timeout: Duration) -> Result<(), String> {
+    let p = load(file)?;
+    let trace: Trace = match imp.source()? {
+        None => lazymmu_oracle::run(&p),
+        Some(src) => {
+            let mut exec = executor(&src, timeout)?;
+            match exec.run_one(&p, true) {
+                Outcome::Ran(r) => r.target.expect("asked for the trace"),
+                Outcome::Died(c, _) => {
+                    return Err(format!(
+                        "{} {}:\n{}",
+                        exec.name(),
+                        c.verdict(&p).findings[0].signature(),
+                        c.render()
+                    ))
+                }
+            }
+        }
     };
-    let mut exec = fuzzing::executor(&src, timeout)?;
-    match exec.run_one(p, true) {
-        Outcome::Ran(r) => Ok(r.target.expect("asked for the trace")),
-        Outcome::Died(c, _) => Err(format!(
-            "{} {}:\n{}",
-            exec.name(),
-            c.verdict(p).findings[0].signature(),
-            c.render()
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&trace).expect("trace serialises")
+        );
+    } else {
+        print!("{}", report::trace_text(&p, &trace));
+    }
+    Ok(())
+}
+
+/// `compile`: build (or find cached) and name the generation.
+fn compile(imp: &ImplArgs) -> Result<(), String> {
+    let src = imp
+        .source()?
+        .ok_or("give an implementation: --kernel, --impl, --reference or --mutant")?;
+    let b = src
+        .resolve()
+        .and_then(|spec| lazymmu_target::loader::build(&spec))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}: generation {}, compiled into {}",
+        b.name,
+        b.generation.name(),
+        b.library().display()
+    );
+    if let Some(c) = &b.bug_class {
+        println!("bug class: {c}");
+    }
+    Ok(())
+}
+
+/// `check`: realistic or not, each broken rule with its line.
+fn check(file: &Path) -> Result<(), String> {
+    let (p, lines) = load_with_lines(file)?;
+    let v = contract::violations(&p);
+    if v.is_empty() {
+        println!(
+            "{}: realistic (keeps the lazy-MMU API contract)",
+            file.display()
+        );
+        return Ok(());
+    }
+    for x in &v {
+        // Rules still open at the end point past the last step.
+        let line = lines.get(x.step).map_or("end".into(), |l| l.to_string());
+        println!("{}:{line}: {x}", file.display());
+    }
+    Err(format!(
+        "{}: adversarial: {} contract rule(s) broken",
+        file.display(),
+        v.len()
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fuzz(
+    imp: &ImplArgs,
+    time: Option<f64>,
+    runs: Option<u64>,
+    seed: u64,
+    jobs: usize,
+    mode: ModeSel,
+    out: PathBuf,
+    seeds: Option<PathBuf>,
+    timeout: u64,
+) -> Result<(), String> {
+    let mut sources = imp.sources()?;
+    if sources.is_empty() {
+        sources.push(Source::Reference);
+    }
+    if time.is_none() && runs.is_none() {
+        return Err("give a budget: --time SECS and/or --runs N".to_string());
+    }
+    let summary = campaign::run(&campaign::Plan {
+        sources,
+        out,
+        seeds: seeds.unwrap_or_else(seeds_dir),
+        seed,
+        jobs,
+        mode,
+        time: time.map(Duration::from_secs_f64),
+        runs,
+        timeout: Duration::from_millis(timeout),
+        worker_exe: worker_exe()?,
+    })?;
+    print!("{}", summary.render());
+    match summary.bad() {
+        0 => Ok(()),
+        n => Err(format!("{n} bug or performance signature(s) found")),
+    }
+}
+
+fn mutants(
+    budget: f64,
+    jobs: usize,
+    seed: u64,
+    only: &[String],
+    out: PathBuf,
+) -> Result<(), String> {
+    let budget = Duration::from_secs_f64(budget);
+    let rows = lazymmu_engine::mutants::run(&lazymmu_engine::mutants::Plan {
+        mutants: lazymmu_target::sources::mutants_matching(only),
+        budget,
+        jobs,
+        seed,
+        seeds: seeds_dir(),
+        out,
+        timeout: default_timeout(),
+        worker_exe: worker_exe()?,
+    })?;
+    print!("{}", lazymmu_engine::mutants::table(&rows, budget));
+    match rows.iter().filter(|r| r.killed.is_none()).count() {
+        0 => Ok(()),
+        n => Err(format!("{n} mutant(s) survived")),
+    }
+}
+
+fn bench(
+    what: Option<&str>,
+    programs: usize,
+    seed: u64,
+    budget: f64,
+    only: &[String],
+    libfuzzer: bool,
+) -> Result<(), String> {
+    use lazymmu_engine::bench;
+    match what {
+        None => bench::throughput(programs, seed),
+        Some("engines") => bench::engines(Duration::from_secs_f64(budget), only, seed, libfuzzer),
+        Some("crashes") => {
+            bench::crashes(budget, seed, &seeds_dir(), &crash_minimizer, &|dir, src| {
+                let s = lazymmu_triage::dedup::triage(dir, src)?;
+                Ok((s.bugs.len(), s.not_reproduced.len()))
+            })
+        }
+        Some(other) => Err(format!(
+            "unknown benchmark '{other}' (have: engines, crashes)"
         )),
     }
 }
 
-/// Deterministic bytes from a seed (splitmix64), so `gen` needs no RNG crate.
-fn seeded_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9e3779b97f4a7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
+fn corpus(
+    action: &str,
+    dirs: &[PathBuf],
+    out: Option<PathBuf>,
+    imp: &ImplArgs,
+) -> Result<(), String> {
+    let source = imp.source()?.unwrap_or(Source::Reference);
+    let mut exec = executor(&source, default_timeout())?;
+    let merged = match action {
+        "merge" => {
+            let out = out.ok_or("corpus merge needs --out DIR")?;
+            lazymmu_engine::corpus::merge(&mut exec, dirs, &out, false)?
+        }
+        "prune" => {
+            let [dir] = dirs else {
+                return Err("corpus prune takes one directory".into());
+            };
+            // A lazymmu fuzz directory keeps its programs in DIR/corpus.
+            let corpus = if dir.join("corpus").is_dir() {
+                dir.join("corpus")
+            } else {
+                dir.clone()
+            };
+            lazymmu_engine::corpus::merge(&mut exec, std::slice::from_ref(&corpus), &corpus, true)?
+        }
+        other => return Err(format!("unknown corpus action '{other}' (merge, prune)")),
+    };
+    println!(
+        "{}: {} distinct program(s), {} feature(s): kept {} in {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        merged.read,
+        merged.features,
+        merged.kept,
+        merged.dir.display()
+    );
+    Ok(())
+}
+
+fn minimize(
+    file: &Path,
+    imp: &ImplArgs,
+    signature: Option<String>,
+    output: Option<PathBuf>,
+    reference_clean: bool,
+) -> Result<(), String> {
+    let input = lazymmu_triage::dedup::load_input(file)?;
+    let source = imp.source_or(input.implementation.as_ref())?;
+    let mut d = executor(&source, default_timeout())?;
+    let sig = match signature {
+        Some(s) => s,
+        None => lazymmu_triage::minimize::first_signature(&mut d, &input.program)
+            .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?,
+    };
+    let t0 = std::time::Instant::now();
+    let mut reference = match reference_clean {
+        true => Some(executor(&Source::Reference, default_timeout())?),
+        false => None,
+    };
+    let m = lazymmu_triage::minimize::minimize_against(
+        &mut d,
+        &input.program,
+        &sig,
+        reference
+            .as_mut()
+            .map(|r| r as &mut dyn lazymmu_engine::Checker),
+        None,
+    )?;
+    eprintln!(
+        "lazymmu: {sig}: {} -> {} steps, {} runs, {:.2}s",
+        m.original_steps,
+        m.program.steps.len(),
+        m.runs,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut r = ReproFile::new(m.program).with_implementation(&d.name());
+    if reference_clean {
+        r = r.expect("reference", Expected::Clean);
+    }
+    let r = r.expect(&d.name(), Expected::Signature(sig));
+    emit(output, &r.render())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export(
+    file: &Path,
+    imp: &ImplArgs,
+    kunit: bool,
+    json: bool,
+    svg: bool,
+    minimize: bool,
+    name: &str,
+    output: Option<PathBuf>,
+) -> Result<(), String> {
+    let input = lazymmu_triage::dedup::load_input(file)?;
+    let source = imp.source_or(input.implementation.as_ref())?;
+    let mut d = executor(&source, default_timeout())?;
+    let mut program = input.program;
+    if minimize {
+        let sig = lazymmu_triage::minimize::first_signature(&mut d, &program)
+            .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?;
+        program = lazymmu_triage::minimize::minimize(&mut d, &program, &sig)?.program;
+    }
+    let r = match lazymmu_triage::Repro::new(&mut d, program.clone()) {
+        Ok(r) => r,
+        Err(c) => {
+            // A crash or hang has no trace to show: its report and program are the
+            // reproducer.
+            if kunit || json || svg {
+                return Err(format!(
+                    "{}: the program crashes {} ({}); only --text exports a crash",
+                    file.display(),
+                    d.name(),
+                    c.headline()
+                ));
+            }
+            let v = c.verdict(&program);
+            let text = format!(
+                "{} on {}\n\n{}\n{}",
+                v.findings[0].signature(),
+                d.name(),
+                c.render(),
+                text::to_text(&program)
+            );
+            return emit(output, &text);
+        }
+    };
+    if r.first().is_none() {
+        eprintln!(
+            "lazymmu: note: {} shows no finding on this program",
+            r.implementation
+        );
+    }
+    // --text is the default.
+    let out = if kunit {
+        lazymmu_triage::export::kunit_repro(&mut d, &r, name)
+    } else if json {
+        lazymmu_triage::export::json(&r)
+    } else if svg {
+        lazymmu_triage::export::svg(&r)
+    } else {
+        lazymmu_triage::export::text(&r)
+    };
+    emit(output, &out)
+}
+
+fn triage(dir: &Path, imp: &ImplArgs) -> Result<(), String> {
+    let source = imp.source()?.unwrap_or(Source::Reference);
+    let s = lazymmu_triage::dedup::triage(dir, &source)?;
+    print!("{}", lazymmu_triage::dedup::write_summary(dir, &s)?);
+    Ok(())
+}
+
+fn generate(seed: u64, mode: ModeSel, bytes: usize) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let mode = mode.pick(&mut rng);
+    let p = gen::from_bytes(&rng.bytes(bytes), mode);
+    print!(
+        "# generated: lazymmu gen --seed {seed} --bytes {bytes}\n{}",
+        text::to_text(&p)
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -448,60 +755,9 @@ fn main() -> ExitCode {
             implementation,
             isolate: _,
             timeout,
-        } => load(&file).and_then(|p| {
-            let trace = run_program(&p, &implementation, Duration::from_millis(timeout))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&trace).expect("trace serialises")
-                );
-            } else {
-                print!("{}", report::trace_text(&p, &trace));
-            }
-            Ok(())
-        }),
-        Command::Compile { implementation } => match implementation.source() {
-            Ok(None) => {
-                Err("give an implementation: --kernel, --impl, --reference or --mutant".into())
-            }
-            Ok(Some(src)) => src
-                .resolve()
-                .and_then(|spec| lazymmu_target::loader::build(&spec))
-                .map(|b| {
-                    println!(
-                        "{}: generation {}, compiled into {}",
-                        b.name,
-                        b.generation.name(),
-                        b.library().display()
-                    );
-                    if let Some(c) = &b.bug_class {
-                        println!("bug class: {c}");
-                    }
-                })
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        },
-        Command::Check { file } => load_with_lines(&file).and_then(|(p, lines)| {
-            let v = contract::violations(&p);
-            if v.is_empty() {
-                println!(
-                    "{}: realistic (keeps the lazy-MMU API contract)",
-                    file.display()
-                );
-                Ok(())
-            } else {
-                for x in &v {
-                    // Rules still open at the end point past the last step.
-                    let line = lines.get(x.step).map_or("end".into(), |l| l.to_string());
-                    println!("{}:{line}: {x}", file.display());
-                }
-                Err(format!(
-                    "{}: adversarial: {} contract rule(s) broken",
-                    file.display(),
-                    v.len()
-                ))
-            }
-        }),
+        } => replay(&file, json, &implementation, Duration::from_millis(timeout)),
+        Command::Compile { implementation } => compile(&implementation),
+        Command::Check { file } => check(&file),
         Command::Fuzz {
             implementation,
             time,
@@ -512,36 +768,17 @@ fn main() -> ExitCode {
             out,
             seeds,
             timeout,
-        } => (|| {
-            let mut sources = implementation.sources()?;
-            if sources.is_empty() {
-                sources.push(Source::Reference);
-            }
-            if time.is_none() && runs.is_none() {
-                return Err("give a budget: --time SECS and/or --runs N".to_string());
-            }
-            let plan = fuzzing::FuzzPlan {
-                sources,
-                out,
-                seeds: seeds.unwrap_or_else(seeds_dir),
-                seed,
-                jobs,
-                mode: mode.sel(),
-                time: time.map(Duration::from_secs_f64),
-                runs,
-                timeout: Duration::from_millis(timeout),
-            };
-            let result = fuzzing::fuzz(&plan)?;
-            let bad: usize = result
-                .values()
-                .map(|s| s.keys().filter(|k| !k.contains("-hardening-")).count())
-                .sum();
-            if bad > 0 {
-                Err(format!("{bad} bug or performance signature(s) found"))
-            } else {
-                Ok(())
-            }
-        })(),
+        } => fuzz(
+            &implementation,
+            time,
+            runs,
+            seed,
+            jobs,
+            mode,
+            out,
+            seeds,
+            timeout,
+        ),
         Command::FuzzWorker {
             implementation,
             worker,
@@ -554,19 +791,19 @@ fn main() -> ExitCode {
             kill,
             timeout,
         } => (|| {
-            let source = implementation.source()?.unwrap_or(Source::Reference);
-            let args = fuzzing::WorkerArgs {
-                timeout: Duration::from_millis(timeout),
+            let args = campaign::WorkerArgs {
+                source: implementation.source()?.unwrap_or(Source::Reference),
                 worker,
                 seed,
-                mode: mode.sel(),
+                mode,
                 out,
                 seeds,
                 runs,
                 time: time.map(Duration::from_secs_f64),
                 kill,
+                timeout: Duration::from_millis(timeout),
             };
-            fuzzing::worker(&source, &args).map(|_| ())
+            campaign::run_worker(&args, Some(crash_minimizer())).map(|_| ())
         })(),
         Command::Mutants {
             budget,
@@ -574,50 +811,7 @@ fn main() -> ExitCode {
             seed,
             only,
             out,
-        } => (|| {
-            let rows = fuzzing::mutants(
-                &only,
-                Duration::from_secs_f64(budget),
-                jobs,
-                seed,
-                &seeds_dir(),
-                &out,
-            )?;
-            println!(
-                "{:<32} {:<34} {:<7} {:>8} {:>9}  first finding",
-                "mutant", "bug class", "killed", "time s", "programs"
-            );
-            let mut times = vec![];
-            for r in &rows {
-                match &r.killed {
-                    Some((t, n, sig)) => {
-                        times.push(*t);
-                        println!(
-                            "{:<32} {:<34} {:<7} {:>8.2} {:>9}  {sig}",
-                            r.name, r.class, "yes", t, n
-                        )
-                    }
-                    None => println!(
-                        "{:<32} {:<34} {:<7} {:>8} {:>9}  -",
-                        r.name, r.class, "NO", "-", "-"
-                    ),
-                }
-            }
-            times.sort_by(|a, b| a.total_cmp(b));
-            let survived = rows.iter().filter(|r| r.killed.is_none()).count();
-            if let Some(m) = times.get(times.len() / 2) {
-                println!(
-                    "killed {}/{}; median time to kill {m:.2}s (budget {budget}s each)",
-                    times.len(),
-                    rows.len()
-                );
-            }
-            if survived > 0 {
-                Err(format!("{survived} mutant(s) survived"))
-            } else {
-                Ok(())
-            }
-        })(),
+        } => mutants(budget, jobs, seed, &only, out),
         Command::Bench {
             what,
             programs,
@@ -625,103 +819,20 @@ fn main() -> ExitCode {
             budget,
             only,
             libfuzzer,
-        } => match what.as_deref() {
-            None => fuzzing::bench(programs, seed),
-            Some("engines") => {
-                fuzzing::bench_engines(Duration::from_secs_f64(budget), &only, seed, libfuzzer)
-            }
-            Some("crashes") => fuzzing::bench_crashes(budget, seed, &seeds_dir()),
-            Some(other) => Err(format!(
-                "unknown benchmark '{other}' (have: engines, crashes)"
-            )),
-        },
+        } => bench(what.as_deref(), programs, seed, budget, &only, libfuzzer),
         Command::Corpus {
             action,
             dirs,
             out,
             implementation,
-        } => (|| {
-            let source = implementation.source()?.unwrap_or(Source::Reference);
-            match action.as_str() {
-                "merge" => {
-                    let out = out.ok_or("corpus merge needs --out DIR")?;
-                    fuzzing::corpus(&source, &dirs, &out, false)
-                }
-                "prune" => {
-                    let [dir] = &dirs[..] else {
-                        return Err("corpus prune takes one directory".into());
-                    };
-                    // A lazymmu fuzz directory keeps its programs in DIR/corpus.
-                    let corpus = if dir.join("corpus").is_dir() {
-                        dir.join("corpus")
-                    } else {
-                        dir.clone()
-                    };
-                    fuzzing::corpus(&source, std::slice::from_ref(&corpus), &corpus, true)
-                }
-                other => Err(format!("unknown corpus action '{other}' (merge, prune)")),
-            }
-        })(),
+        } => corpus(&action, &dirs, out, &implementation),
         Command::Minimize {
             file,
             implementation,
             signature,
             output,
             reference_clean,
-        } => (|| {
-            let input = lazymmu_triage::dedup::load_input(&file)?;
-            let source = match (implementation.source()?, &input.implementation) {
-                (Some(s), _) => s,
-                (None, Some(name)) => lazymmu_triage::dedup::source_for(name)?,
-                (None, None) => Source::Reference,
-            };
-            let timeout = lazymmu_engine::executor::ExecOptions::default().timeout;
-            let mut d = fuzzing::executor(&source, timeout)?;
-            let sig = match signature {
-                Some(s) => s,
-                None => lazymmu_triage::minimize::first_signature(&mut d, &input.program)
-                    .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?,
-            };
-            let t0 = std::time::Instant::now();
-            let mut reference = match reference_clean {
-                true => Some(fuzzing::executor(&Source::Reference, timeout)?),
-                false => None,
-            };
-            let m = lazymmu_triage::minimize::minimize_against(
-                &mut d,
-                &input.program,
-                &sig,
-                reference
-                    .as_mut()
-                    .map(|r| r as &mut dyn lazymmu_engine::Checker),
-                None,
-            )?;
-            eprintln!(
-                "lazymmu: {sig}: {} -> {} steps, {} runs, {:.2}s",
-                m.original_steps,
-                m.program.steps.len(),
-                m.runs,
-                t0.elapsed().as_secs_f64()
-            );
-            let clean = if reference_clean {
-                "# expect: reference clean\n"
-            } else {
-                ""
-            };
-            let text = format!(
-                "# implementation: {}\n{clean}# expect: {} {sig}\n{}",
-                d.name(),
-                d.name(),
-                text::to_text(&m.program)
-            );
-            match output {
-                Some(o) => std::fs::write(&o, text).map_err(|e| format!("{}: {e}", o.display())),
-                None => {
-                    print!("{text}");
-                    Ok(())
-                }
-            }
-        })(),
+        } => minimize(&file, &implementation, signature, output, reference_clean),
         Command::Export {
             file,
             implementation,
@@ -732,98 +843,27 @@ fn main() -> ExitCode {
             minimize,
             name,
             output,
-        } => (|| {
-            let input = lazymmu_triage::dedup::load_input(&file)?;
-            let source = match (implementation.source()?, &input.implementation) {
-                (Some(s), _) => s,
-                (None, Some(n)) => lazymmu_triage::dedup::source_for(n)?,
-                (None, None) => Source::Reference,
-            };
-            let timeout = lazymmu_engine::executor::ExecOptions::default().timeout;
-            let mut d = fuzzing::executor(&source, timeout)?;
-            let mut program = input.program;
-            if minimize {
-                let sig = lazymmu_triage::minimize::first_signature(&mut d, &program)
-                    .ok_or_else(|| format!("{}: no finding on {}", file.display(), d.name()))?;
-                program = lazymmu_triage::minimize::minimize(&mut d, &program, &sig)?.program;
-            }
-            let r = match lazymmu_triage::Repro::new(&mut d, program.clone()) {
-                Ok(r) => r,
-                Err(c) => {
-                    // A crash or hang has no trace to show: its report and program are
-                    // the reproducer.
-                    let v = c.verdict(&program);
-                    let out = format!(
-                        "{} on {}\n\n{}\n{}",
-                        v.findings[0].signature(),
-                        d.name(),
-                        c.render(),
-                        text::to_text(&program)
-                    );
-                    if kunit || json || svg {
-                        return Err(format!(
-                            "{}: the program crashes {} ({}); only --text exports a crash",
-                            file.display(),
-                            d.name(),
-                            c.headline()
-                        ));
-                    }
-                    return match output {
-                        Some(o) => {
-                            std::fs::write(&o, out).map_err(|e| format!("{}: {e}", o.display()))
-                        }
-                        None => {
-                            print!("{out}");
-                            Ok(())
-                        }
-                    };
-                }
-            };
-            if r.first().is_none() {
-                eprintln!(
-                    "lazymmu: note: {} shows no finding on this program",
-                    r.implementation
-                );
-            }
-            // --text is the default.
-            let out = if kunit {
-                lazymmu_triage::export::kunit_repro(&mut d, &r, &name)
-            } else if json {
-                lazymmu_triage::export::json(&r)
-            } else if svg {
-                lazymmu_triage::export::svg(&r)
-            } else {
-                lazymmu_triage::export::text(&r)
-            };
-            match output {
-                Some(o) => std::fs::write(&o, out).map_err(|e| format!("{}: {e}", o.display())),
-                None => {
-                    print!("{out}");
-                    Ok(())
-                }
-            }
-        })(),
+        } => export(
+            &file,
+            &implementation,
+            kunit,
+            json,
+            svg,
+            minimize,
+            &name,
+            output,
+        ),
         Command::Triage {
             dir,
             implementation,
-        } => (|| {
-            let source = implementation.source()?.unwrap_or(Source::Reference);
-            let s = lazymmu_triage::dedup::triage(&dir, &source)?;
-            print!("{}", lazymmu_triage::dedup::write_summary(&dir, &s)?);
-            Ok(())
-        })(),
-        Command::Gen { seed, mode, bytes } => {
-            let mode = match mode {
-                ModeArg::Realistic => Mode::Realistic,
-                ModeArg::Adversarial => Mode::Adversarial,
-            };
-            let p = gen::from_bytes(&seeded_bytes(seed, bytes), mode);
-            print!(
-                "# generated: lazymmu gen --seed {seed} --bytes {bytes}\n{}",
-                text::to_text(&p)
-            );
-            Ok(())
-        }
+        } => triage(&dir, &implementation),
+        Command::KunitRun {
+            file,
+            implementation,
+        } => implementation
+            .source_or(None)
+            .and_then(|s| lazymmu_triage::kunit_run::run_file(&s, &file)),
+        Command::Gen { seed, mode, bytes } => generate(seed, mode, bytes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -208,6 +208,8 @@ fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug(
         "{}/target/fixtures/past-alloc.patch",
         env!("CARGO_MANIFEST_DIR")
     );
+    // Compiled first: the budget is for fuzzing.
+    assert!(lazymmu(&["compile", "--mutant", &fixture]).0);
     let t0 = std::time::Instant::now();
     let (ok, out, err) = lazymmu(&[
         "fuzz",
@@ -218,7 +220,8 @@ fn a_fuzz_campaign_on_code_that_crashes_every_program_ends_on_time_with_one_bug(
         "--out",
         &out_dir.to_string_lossy(),
     ]);
-    assert!(t0.elapsed().as_secs_f64() < 6.0, "{:?}", t0.elapsed());
+    // Within a second of the budget, with slack for a loaded test machine.
+    assert!(t0.elapsed().as_secs_f64() < 5.0, "{:?}", t0.elapsed());
     assert!(!ok, "a crash is a bug: {out}{err}");
     assert!(
         out.contains("1 bug signature(s)") && out.contains("lazymmu-crash-lazy_mmu_online_cpu"),

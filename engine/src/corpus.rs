@@ -9,6 +9,8 @@ use lazymmu_harness::gen::decode_input;
 use lazymmu_harness::{Mode, Program};
 
 use crate::executor::Executor;
+use crate::fuzz::ModeSel;
+use crate::out::{load_dir, OutDir};
 
 /// Every regular file under `dirs` (recursively, hidden files and reports skipped),
 /// decoded; duplicates by program text dropped. Sorted by path, so results are stable.
@@ -83,4 +85,66 @@ pub fn minimize_set(exec: &mut Executor, programs: &[Program]) -> (Vec<usize>, u
     }
     kept.sort_unstable();
     (kept, total.len())
+}
+
+/// The seed corpus in `dir` (`.ops` files, sorted by name), as adversarial programs when
+/// the campaign is adversarial only.
+pub fn seed_programs(dir: &Path, mode: ModeSel) -> Vec<Program> {
+    load_dir(dir)
+        .into_iter()
+        .map(|(_, mut p)| {
+            if mode == ModeSel::Adversarial {
+                p.config.mode = Mode::Adversarial;
+            }
+            p
+        })
+        .collect()
+}
+
+/// What `merge` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    /// Distinct programs read, features they reach, programs kept.
+    pub read: usize,
+    pub features: usize,
+    pub kept: usize,
+    /// Where the kept programs are.
+    pub dir: PathBuf,
+}
+
+/// `corpus merge`: the union of corpora (any engine's) reduced to a set that keeps every
+/// feature, written as `.ops` files into `out/corpus`. With `prune_in_place`, the inputs
+/// that add nothing are deleted instead and the rest stay where they are (`corpus
+/// prune`). The programs run in executors.
+pub fn merge(
+    exec: &mut Executor,
+    inputs: &[PathBuf],
+    out: &Path,
+    prune_in_place: bool,
+) -> Result<Merged, String> {
+    let all = read_inputs(inputs);
+    let programs: Vec<Program> = all.iter().map(|(_, p)| p.clone()).collect();
+    let (kept, features) = minimize_set(exec, &programs);
+    let kept_paths: BTreeSet<&PathBuf> = kept.iter().map(|&i| &all[i].0).collect();
+    let dir = if prune_in_place {
+        for (path, _) in &all {
+            if !kept_paths.contains(path) {
+                std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        out.to_path_buf()
+    } else {
+        let dir = OutDir::new(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        for &i in &kept {
+            dir.save_corpus(&programs[i])
+                .map_err(|e| format!("{}: {e}", dir.corpus_dir().display()))?;
+        }
+        dir.corpus_dir()
+    };
+    Ok(Merged {
+        read: all.len(),
+        features,
+        kept: kept.len(),
+        dir,
+    })
 }

@@ -16,13 +16,36 @@ use crate::mutate::mutate;
 use crate::out::OutDir;
 use crate::rng::Rng;
 
-/// Which programs to generate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which programs to generate: the one mode type of the rig's engines and command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum ModeSel {
+    /// Programs that keep the API contract: findings are bugs.
     Realistic,
+    /// Programs that may break it: findings are hardening.
     Adversarial,
     /// Both: realistic seeds and programs, and adversarial ones.
     Mixed,
+}
+
+impl ModeSel {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeSel::Realistic => "realistic",
+            ModeSel::Adversarial => "adversarial",
+            ModeSel::Mixed => "mixed",
+        }
+    }
+
+    /// The mode of one new program (`Mixed`: either, by a coin of `rng`).
+    pub fn pick(self, rng: &mut Rng) -> Mode {
+        match self {
+            ModeSel::Realistic => Mode::Realistic,
+            ModeSel::Adversarial => Mode::Adversarial,
+            ModeSel::Mixed if rng.chance(1, 2) => Mode::Realistic,
+            ModeSel::Mixed => Mode::Adversarial,
+        }
+    }
 }
 
 /// Turns a finding's program into a 1-minimal reproducer that keeps the signature (the
@@ -54,6 +77,9 @@ pub struct Stats {
     pub corpus: u64,
     /// Distinct finding signatures, with how often each was seen.
     pub findings: BTreeMap<String, u64>,
+    /// Those of them that are bugs (realistic programs, not performance): from the
+    /// findings themselves, not from the signature text.
+    pub bugs: std::collections::BTreeSet<String>,
     /// Distinct hazard kinds, with how often each was seen.
     pub hazards: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
@@ -61,6 +87,9 @@ pub struct Stats {
     pub killed: Option<Kill>,
     /// Programs that killed their executor (crash or hang).
     pub deaths: u64,
+    /// Programs that overran the timeout once but not when run again alone with four
+    /// times as long: a loaded machine, not a hang (no finding).
+    pub slow_programs: u64,
     /// Executors started, and the time that took.
     pub executors: u64,
     pub spawn_ms: u64,
@@ -76,15 +105,6 @@ pub struct Kill {
     pub runs: u64,
     pub elapsed_ms: u64,
     pub program: String,
-}
-
-impl Stats {
-    pub fn bugs(&self) -> usize {
-        self.findings
-            .keys()
-            .filter(|s| !s.contains("-perf-") && !s.contains("-hardening-"))
-            .count()
-    }
 }
 
 pub struct Fuzzer {
@@ -171,20 +191,6 @@ impl Fuzzer {
         self.stats.spawn_ms = self.exec.stats.spawn_us / 1000;
     }
 
-    fn mode_for_new(&mut self) -> Mode {
-        match self.cfg.mode {
-            ModeSel::Realistic => Mode::Realistic,
-            ModeSel::Adversarial => Mode::Adversarial,
-            ModeSel::Mixed => {
-                if self.rng.chance(1, 2) {
-                    Mode::Realistic
-                } else {
-                    Mode::Adversarial
-                }
-            }
-        }
-    }
-
     /// One new program: a fresh one now and then, else a mutant of a corpus program.
     /// Returns it with the arm it came from (0 fresh, 1 mutant).
     fn propose(&mut self) -> Option<(Program, usize)> {
@@ -197,7 +203,7 @@ impl Fuzzer {
         if fresh {
             let n = 64 + self.rng.below(1024);
             let bytes = self.rng.bytes(n);
-            let mode = self.mode_for_new();
+            let mode = self.cfg.mode.pick(&mut self.rng);
             return Some((from_bytes(&bytes, mode), 0));
         }
         // Favour recent discoveries half of the time.
@@ -298,6 +304,9 @@ impl Fuzzer {
         let mut first_seen: Vec<&Finding> = vec![];
         for f in &v.findings {
             let sig = f.signature();
+            if f.class.is_bug() && !f.hardening {
+                self.stats.bugs.insert(sig.clone());
+            }
             let count = self.stats.findings.entry(sig).or_insert(0);
             *count += 1;
             if *count == 1 {
@@ -358,7 +367,20 @@ impl Fuzzer {
             *self.stats.findings.entry(sig.clone()).or_insert(0) += 1;
             return;
         }
-        let alone = self.exec.run_alone(p, false);
+        let mut alone = self.exec.run_alone(p, false);
+        if report.class() == Class::Hang && matches!(alone, Outcome::Ran(_)) {
+            // A program that overran its timeout once but ran alone may just have met a
+            // loaded machine: give it four times the time before calling it anything.
+            let timeout = self.exec.options().timeout;
+            self.exec.set_timeout(timeout * 4);
+            let again = self.exec.run_alone(p, false);
+            self.exec.set_timeout(timeout);
+            if matches!(again, Outcome::Ran(_)) {
+                self.stats.slow_programs += 1;
+                return;
+            }
+            alone = again;
+        }
         let reproduced = match &alone {
             Outcome::Died(r, _) => {
                 r.class() == report.class() && r.site_name() == report.site_name()
@@ -380,6 +402,7 @@ impl Fuzzer {
             let _ = o.save_finding(&name, p, &v.findings[0], &v, None);
         }
         let mut sig = raw.clone();
+        let mut bug = v.findings[0].class.is_bug() && !v.findings[0].hardening;
         if let Some(min) = &mut self.cfg.minimizer {
             let deadline = self.cfg.time.map(|t| self.start + t);
             // A hang costs a whole timeout per candidate that still hangs: minimize
@@ -396,6 +419,7 @@ impl Fuzzer {
                 let f = &sv.findings[0];
                 if r.site_name() == report.site_name() && f.class == report.class() {
                     sig = f.signature();
+                    bug = f.class.is_bug() && !f.hardening;
                     if let Some(o) = &self.cfg.out {
                         if sig != raw {
                             // Bug or hardening is decided on the minimized program.
@@ -409,6 +433,9 @@ impl Fuzzer {
         }
         if self.stats.first_crash_report_ms.is_none() && self.cfg.out.is_some() {
             self.stats.first_crash_report_ms = Some(self.start.elapsed().as_millis() as u64);
+        }
+        if bug {
+            self.stats.bugs.insert(sig.clone());
         }
         self.crash_sites.insert(raw, sig.clone());
         *self.stats.findings.entry(sig.clone()).or_insert(0) += 1;

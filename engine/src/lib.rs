@@ -10,11 +10,15 @@
 //! * `Checker`: what the minimizer and the corpus tools need, given in-process (`Differ`)
 //!   or crash-proof (`Executor`).
 
+pub mod bench;
+pub mod campaign;
 pub mod corpus;
 pub mod executor;
 pub mod fuzz;
+pub mod mutants;
 pub mod mutate;
 pub mod out;
+pub mod progress;
 pub mod rng;
 pub mod symbolize;
 

@@ -8,7 +8,7 @@
 //!     program.ops                        the program (with a header comment)
 //!     report.txt                         what diverged, and the target's trace
 //!     verdict.json                       machine-readable verdict
-//! OUT/hazards/<key>/                 visibility hazards (rule 9), one example each
+//! OUT/hazards/<key>/                 hazards (docs/semantics.md#rule-hazards), one example each
 //!     original.ops                       crashes: the program first seen, before minimization
 //!     sequence/                          a state leak: what the executor ran, in order
 //! ```
@@ -17,22 +17,26 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use lazymmu_harness::check::{Finding, Hazard, Verdict};
+use lazymmu_harness::reprofile::ReproFile;
 use lazymmu_harness::text::to_text;
 use lazymmu_harness::Program;
 
 use crate::executor::{CrashReport, Outcome};
 
-/// Writes `contents` to `path` atomically.
+/// Writes `contents` to `path` atomically and durably: a named temporary file in the same
+/// directory, its data synced to disk, then renamed into place, so that a crash of the
+/// process or of the machine leaves the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lazymmu-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Stable short hash of a program's text (FNV-1a), for corpus file names.
@@ -96,30 +100,26 @@ impl OutDir {
         let dir = self.finding_dir(&f.signature());
         // The step's own call (a crash finding's `op` names its site instead).
         let op = p.steps.get(f.step).map_or(f.op.as_str(), |s| s.op.name());
-        let mut head = format!(
-            "# finding {}\n# implementation: {implementation}\n# first divergence: step {} (cpu{} {op}): {}\n#   target: {}\n#   oracle: {}\n",
-            f.signature(),
-            f.step,
-            f.cpu,
-            f.detail.lines().next().unwrap_or(""),
-            f.target,
-            f.oracle
-        );
+        let mut r = ReproFile::new(p.clone())
+            .note(format!("finding {}", f.signature()))
+            .note(format!(
+                "first divergence: step {} (cpu{} {op}): {}",
+                f.step,
+                f.cpu,
+                f.detail.lines().next().unwrap_or("")
+            ))
+            .note(format!("  target: {}", f.target))
+            .note(format!("  oracle: {}", f.oracle));
         // A multi-line detail (a crash report) follows as comment lines.
         for l in f.detail.lines().skip(1) {
-            let _ = writeln!(head, "#   {l}");
+            r = r.note(format!("  {l}"));
         }
-        if !v.contract.is_empty() {
-            let _ = writeln!(
-                head,
-                "# adversarial: breaks the contract ({})",
-                v.contract[0]
-            );
+        if let Some(c) = v.contract.first() {
+            r = r.note(format!("adversarial: breaks the contract ({c})"));
         }
-        write_atomic(
-            &dir.join("program.ops"),
-            format!("{head}{}", to_text(p)).as_bytes(),
-        )?;
+        let r = r.with_implementation(implementation);
+        write_atomic(&dir.join("program.ops"), r.render().as_bytes())?;
+        let head = r.headers();
         let mut rep = head.clone();
         if let Some(b) = body {
             rep.push_str("\n== target trace ==\n");

@@ -1,9 +1,11 @@
 //! The differential checkers: a target trace against the oracle's trace of the same
-//! program, under the contract of SEMANTICS.md section 6. Each finding has a class and a
-//! stable signature `lazymmu-<class>-<op>`; visibility hazards (rule 9) are listed apart;
-//! the model features of the run feed the engines' coverage.
+//! program, under the contract of docs/semantics.md#contract. Each finding has a class (the
+//! table in docs/semantics.md#classes) and a stable signature `lazymmu-<class>-<op>`;
+//! visibility hazards (docs/semantics.md#rule-hazards) are listed apart; the model features
+//! of the run feed the engines' coverage.
 //!
-//! The windows section 6 allows are normalised, not reported: reads of a PTE inside a
+//! The windows the contract allows are normalised, not reported
+//! (docs/semantics.md#normalised): reads of a PTE inside a
 //! `ptep_modify_prot_start/commit` transaction, the UNUSED software bit, other CPUs' and
 //! hardware views during a section (hazards), and TLB contents before the caller's flush.
 
@@ -17,29 +19,35 @@ use crate::isolate::Crash;
 use crate::machine::{AccessResult, Event, Snapshot};
 use crate::program::{MmKind, Op, Program, PteRef};
 use crate::pte::{self, PAGE_UNUSED, PTRS_PER_PTE};
+use crate::render::{event_text, pte_value};
 
 /// What kind of divergence a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Class {
-    /// A call returned something other than the eager code returns (rule 1).
+    /// A call returned something other than the eager code returns
+    /// (docs/semantics.md#rule-returns).
     Return,
-    /// Page-table memory differs from the oracle's at a sync point or at the end (rule 2).
+    /// Page-table memory differs from the oracle's at a sync point or at the end
+    /// (docs/semantics.md#rule-memory).
     Memory,
-    /// The "nothing pending" marker reached memory or a caller (rule 3).
+    /// The "nothing pending" marker reached memory or a caller (docs/semantics.md#rule-marker).
     Marker,
-    /// A store changed a valid PTE without a covering IPTE (rule 4).
+    /// A store changed a valid PTE without a covering IPTE (docs/semantics.md#rule-store-valid).
     StoreValid,
-    /// A TLB entry that differs from memory after the caller's flush (rule 5).
+    /// A TLB entry that differs from memory after the caller's flush
+    /// (docs/semantics.md#rule-stale-tlb).
     StaleTlb,
-    /// More global IPTEs than eager (rule 6): performance, reported apart from bugs.
+    /// More global IPTEs than eager (docs/semantics.md#rule-global-ipte): performance,
+    /// reported apart from bugs.
     PerfGlobalIpte,
-    /// An access outside the page tables, or an IPTE-range past a table's end (rule 7).
+    /// An access outside the page tables, or an IPTE-range past a table's end
+    /// (docs/semantics.md#rule-contained).
     Wild,
-    /// The C code crashed (signal, abort, sanitizer report) (rule 7).
+    /// The C code crashed (signal, abort, sanitizer report) (docs/semantics.md#rule-contained).
     Crash,
     /// The eager path touched a PTE inside this CPU's own active range (KASAN shadow).
     Unrouted,
-    /// An ultravisor call while the PTE was valid in memory (rule 8).
+    /// An ultravisor call while the PTE was valid in memory (docs/semantics.md#rule-uv).
     UvValid,
     /// A kernel assertion failed (lockdep, preemption balance).
     Assertion,
@@ -100,7 +108,8 @@ impl Finding {
     }
 }
 
-/// Another context saw a value the oracle would not show, during a section (rule 9).
+/// Another context saw a value the oracle would not show, during a section
+/// (docs/semantics.md#rule-hazards).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hazard {
     pub step: usize,
@@ -237,8 +246,8 @@ impl Checker<'_> {
             class,
             step,
             Some(p),
-            format!("{t:#x}"),
-            format!("{o:#x}"),
+            pte_value(t),
+            pte_value(o),
             format!("{what} {when}"),
         );
     }
@@ -264,8 +273,8 @@ impl Checker<'_> {
         }
     }
 
-    /// Rule 5: after the caller's flush, every TLB entry of the flushed mm matches memory,
-    /// unless the eager code leaves the same entry stale too.
+    /// docs/semantics.md#rule-stale-tlb: after the caller's flush, every TLB entry of the
+    /// flushed mm matches memory, unless the eager code leaves the same entry stale too.
     fn stale_tlb(&mut self, t: &SyncPoint, o: &SyncPoint, mm: u8) {
         if t.snapshot.tlbs == o.snapshot.tlbs && t.snapshot.memory == o.snapshot.memory {
             return; // whatever the eager code leaves stale, the target does too
@@ -289,7 +298,11 @@ impl Checker<'_> {
                     Class::StaleTlb,
                     t.step,
                     Some(p),
-                    format!("cpu{c} TLB holds {v:#x}, memory {mem:#x}"),
+                    format!(
+                        "cpu{c} TLB holds {}, memory {}",
+                        pte_value(v),
+                        pte_value(mem)
+                    ),
                     "no stale entry".into(),
                     format!(
                         "after the caller's flush, cpu{c} still translates {p} with a stale entry"
@@ -383,7 +396,7 @@ pub fn check<'a>(
             let others: Vec<usize> = sectioned.iter().copied().filter(|&d| d != c).collect();
             // A hardware translation sees memory and the TLB: during a section it misses
             // the batch, and until the caller's flush a deferred purge may leave it a
-            // stale entry (rule 5 judges the TLB after the flush).
+            // stale entry (docs/semantics.md#rule-stale-tlb judges the TLB after the flush).
             let own_hw_view = matches!(step.op, Op::Access { .. });
             let task_seen_from_irq = in_irq && me.enable_count > 0 && me.pause_count == 0;
             if read_only && (!others.is_empty() || own_hw_view || task_seen_from_irq) {
@@ -455,7 +468,7 @@ pub fn check<'a>(
                             cpu: e.cpu,
                             op: step.op.name().into(),
                             pte: Some(*pte),
-                            target: format!("{:?}", e.event),
+                            target: event_text(&e.event, Some(step.op.name())),
                             oracle: "no access to a batched slot".into(),
                             context: lock_context(
                                 program,
@@ -474,7 +487,7 @@ pub fn check<'a>(
                 class,
                 i,
                 p,
-                format!("{:?}", e.event),
+                event_text(&e.event, Some(step.op.name())),
                 "no such event".into(),
                 "machine rule broken".into(),
             );
@@ -496,7 +509,7 @@ pub fn check<'a>(
             }
         }
 
-        // Sync points: the CPU's changes are in memory (rule 2).
+        // Sync points: the CPU's changes are in memory (docs/semantics.md#rule-memory).
         while let Some(ts) = tsyncs.next_if(|s| s.step == i) {
             let Some(os) = osyncs.next_if(|s| s.step == i) else {
                 continue;
@@ -521,7 +534,7 @@ pub fn check<'a>(
         }
         while osyncs.next_if(|s| s.step == i).is_some() {}
 
-        // The caller's flush (rule 5).
+        // The caller's flush (docs/semantics.md#rule-stale-tlb).
         while let Some(tf) = tflush.next_if(|s| s.step == i) {
             let Some(of) = oflush.next_if(|s| s.step == i) else {
                 continue;
@@ -538,7 +551,8 @@ pub fn check<'a>(
         }
     }
 
-    // End of program: all of memory (rule 2), and the global IPTE count (rule 6).
+    // End of program: all of memory (docs/semantics.md#rule-memory), and the global IPTE
+    // count (docs/semantics.md#rule-global-ipte).
     let n = program.steps.len();
     let layout = target.layout.clone();
     let all = layout.iter().enumerate().flat_map(|(m, &t)| {

@@ -1,4 +1,4 @@
-//! The API contract of SEMANTICS.md section 4, as the in-tree callers keep it. A program
+//! The API contract (docs/semantics.md#api-contract), as the in-tree callers keep it. A program
 //! that keeps it is *realistic*; one that breaks it is *adversarial*, and what an
 //! implementation does with it is hardening, never a bug.
 //!
@@ -45,6 +45,17 @@ pub enum Frame {
         mm: u8,
         table: u8,
     },
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Irq => write!(f, "an interrupt (irq_enter)"),
+            Frame::Section => write!(f, "a lazy-MMU section"),
+            Frame::Pause => write!(f, "a pause (lazy_mmu_mode_pause)"),
+            Frame::Lock { mm, table } => write!(f, "the page-table lock of mm{mm} t{table}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,7 +254,7 @@ impl ContractState {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} with {:?} still open",
+                    "{} with {} still open",
                     step.op.name(),
                     me.frames.last().unwrap()
                 ))
@@ -550,7 +561,7 @@ impl ContractState {
                 ));
             }
             if let Some(f) = s.frames.last() {
-                out.push((c as u8, format!("{f:?} still open at the end")));
+                out.push((c as u8, format!("{f} still open at the end")));
             }
         }
         out

@@ -45,8 +45,8 @@ pub enum SyncKind {
     NestedDisable,
     /// A pause that left an active section.
     Pause,
-    /// The caller's TLB flush (`flush_tlb_range`, `flush_tlb_mm`): after it, rule 5 says
-    /// no TLB may hold a translation that differs from memory.
+    /// The caller's TLB flush (`flush_tlb_range`, `flush_tlb_mm`): after it, no TLB may hold
+    /// a translation that differs from memory (docs/semantics.md#rule-stale-tlb).
     Flush,
 }
 

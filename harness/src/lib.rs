@@ -11,7 +11,9 @@ pub mod isolate;
 pub mod machine;
 pub mod program;
 pub mod pte;
+pub mod render;
 pub mod report;
+pub mod reprofile;
 pub mod text;
 
 pub use exec::{run, Kernel, Ret, StepRecord, SyncKind, SyncPoint, Trace};

@@ -1,4 +1,4 @@
-//! The s390 4K PTE format (SEMANTICS.md section 1) and the value helpers the
+//! The s390 4K PTE format (docs/semantics.md#pte-format) and the value helpers the
 //! kernel uses on it. Pure functions on `u64`; no machine state here.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,6 @@
 //! The eager-IPTE oracle: what the s390 kernel did before the batching series
-//! (SEMANTICS.md sections 2 to 4), as a `Kernel` over the shared simulated machine.
+//! (docs/semantics.md: #policies, #eager, #generic-layer), as a `Kernel` over the shared
+//! simulated machine.
 //!
 //! Every page-table operation takes effect in memory at once, with the IPTE its
 //! invalidation policy calls for; the generic lazy-MMU layer only counts (the s390 arch

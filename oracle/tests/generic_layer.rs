@@ -1,4 +1,4 @@
-//! The generic lazy-MMU layer (SEMANTICS.md section 4, include/linux/pgtable.h), checked
+//! The generic lazy-MMU layer (docs/semantics.md#generic-layer, include/linux/pgtable.h), checked
 //! the way the kernel's KUnit test for lazy_mmu_mode checks it: `is_lazy_mmu_mode_active()`
 //! after every transition, nesting, pause/resume, calls while paused and calls from
 //! interrupt context. Also the sync points the run loop records for each transition.

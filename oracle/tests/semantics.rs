@@ -1,5 +1,5 @@
-//! Hand-worked examples of every row of SEMANTICS.md section 3 (the eager oracle), with
-//! the invalidation policies of section 2: the direct policy (local IPTE iff TLB-LC and
+//! Hand-worked examples of every row of docs/semantics.md#eager (the eager oracle), with
+//! the invalidation policies of docs/semantics.md#policies: the direct policy (local IPTE iff TLB-LC and
 //! `mm_cpumask == {this cpu}`, else global) and the lazy policy (no IPTE and `flush_mm`
 //! owed iff `cpu_attach_mask == {this cpu}`, else a global IPTE, never local). Neither
 //! policy issues anything when the old value is already invalid.

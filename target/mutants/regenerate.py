@@ -11,6 +11,9 @@ OUT = HERE
 ref = open(SRC).read()
 
 M = []
+# Mutants whose bug only shows on contract-breaking programs: the rig must harden
+# against them, so they are fuzzed with adversarial programs too (`Hardening: yes`).
+HARDENING = {'interrupt-routing', 'pending-by-marker', 'full-no-apply', 'range-crosses-pmd'}
 def m(name, cls, desc, edits):
     M.append((name, cls, desc, edits))
 
@@ -245,7 +248,10 @@ for n, (name, cls, desc, edits) in enumerate(M, 1):
     lines = diff.splitlines(True)
     lines[0] = '--- a/arch/s390/mm/lazy_mmu.c\n'
     lines[1] = '+++ b/arch/s390/mm/lazy_mmu.c\n'
-    hdr = 'Bug-class: %s\nDescription: %s\n\n' % (cls, desc.replace('\n', '\n '))
+    hdr = 'Bug-class: %s\n' % cls
+    if name in HARDENING:
+        hdr += 'Hardening: yes\n'
+    hdr += 'Description: %s\n\n' % desc.replace('\n', '\n ')
     patches.append(('%s/%02d-%s.patch' % (OUT, n, name), hdr + ''.join(lines)))
 
 for f in os.listdir(OUT):

@@ -38,6 +38,9 @@ pub struct Spec {
     pub asm_header: Option<String>,
     /// Header of a mutant patch: which bug class it plants.
     pub bug_class: Option<String>,
+    /// Header of a mutant patch (`Hardening: yes`): its bug shows only on programs that
+    /// break the API contract.
+    pub hardening: bool,
 }
 
 #[derive(Debug)]
@@ -109,7 +112,7 @@ impl fmt::Display for LoadError {
                     write!(
                         f,
                         "\nthe shim does not provide: {} (kernel names the shim lacks are a \
-                         shim bug: see TARGET-ABI.md)",
+                         shim bug: see docs/abi.md#missing-names)",
                         missing.join(", ")
                     )?;
                 }
@@ -172,21 +175,106 @@ pub fn apply_mutant(path: &Path) -> Result<Spec, LoadError> {
         c_path: None,
         asm_header: Some(sources::REFERENCE_H.to_string()),
         bug_class: patch_header(&text, "Bug-class").map(str::to_string),
+        hardening: patch_header(&text, "Hardening").is_some_and(|v| v == "yes"),
     })
 }
 
 impl Source {
+    /// The name reports and reproducer headers (`# implementation: NAME`) use:
+    /// `reference`, `mutant:<stem>` for a patch in target/mutants (`mutant:<path>` for
+    /// one elsewhere), or the path of the file or tree. `Source::from_name` reads it back.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Reference => "reference".into(),
+            Source::Mutant(p) => {
+                let in_mutants = p.parent().is_some_and(|d| {
+                    std::fs::canonicalize(d).ok()
+                        == std::fs::canonicalize(sources::mutants_dir()).ok()
+                });
+                if in_mutants {
+                    format!("mutant:{}", sources::mutant_name(p))
+                } else {
+                    format!("mutant:{}", p.display())
+                }
+            }
+            Source::KernelTree(p) | Source::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// The implementation a name (see `name`) stands for.
+    pub fn from_name(name: &str) -> Result<Source, String> {
+        if name == "reference" {
+            return Ok(Source::Reference);
+        }
+        if let Some(m) = name.strip_prefix("mutant:") {
+            let path = PathBuf::from(m);
+            if path.is_file() {
+                return Ok(Source::Mutant(path));
+            }
+            return sources::mutant_paths()
+                .into_iter()
+                .find(|p| sources::mutant_name(p) == m)
+                .map(Source::Mutant)
+                .ok_or_else(|| format!("no mutant {m} in {}", sources::mutants_dir().display()));
+        }
+        let p = PathBuf::from(name);
+        if p.is_dir() {
+            Ok(Source::KernelTree(p))
+        } else if p.is_file() {
+            Ok(Source::File(p))
+        } else {
+            Err(format!(
+                "implementation '{name}' is neither reference, mutant:NAME, nor an existing path"
+            ))
+        }
+    }
+
+    /// A directory name for this implementation's output (`reference`,
+    /// `mutant-07-off-by-one-range-end`, the path with separators replaced).
+    pub fn dir_name(&self) -> String {
+        let raw = match self {
+            Source::Reference => "reference".to_string(),
+            Source::Mutant(p) => format!("mutant-{}", sources::mutant_name(p)),
+            Source::KernelTree(p) | Source::File(p) => p.display().to_string(),
+        };
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_matches('_')
+            .to_string()
+    }
+
+    /// Command-line arguments of `lazymmu` naming it (`--reference`, `--mutant PATH`, ...).
+    pub fn cli_args(&self) -> Vec<String> {
+        match self {
+            Source::Reference => vec!["--reference".into()],
+            Source::Mutant(p) => vec!["--mutant".into(), p.display().to_string()],
+            Source::KernelTree(p) => vec!["--kernel".into(), p.display().to_string()],
+            Source::File(p) => vec!["--impl".into(), p.display().to_string()],
+        }
+    }
+
     /// Reads the sources this names.
     pub fn resolve(&self) -> Result<Spec, LoadError> {
         match self {
             Source::Reference => Ok(Spec {
-                name: "reference".into(),
+                name: self.name(),
                 c_source: sources::REFERENCE_C.into(),
                 c_path: None,
                 asm_header: Some(sources::REFERENCE_H.into()),
                 bug_class: None,
+                hardening: false,
             }),
-            Source::Mutant(path) => apply_mutant(path),
+            Source::Mutant(path) => apply_mutant(path).map(|mut spec| {
+                spec.name = self.name();
+                spec
+            }),
             Source::File(path) => {
                 // A sibling asm/lazy_mmu.h is used when the file sits in a kernel tree.
                 let header = path
@@ -195,11 +283,12 @@ impl Source {
                     .map(|s390| s390.join("include/asm/lazy_mmu.h"))
                     .filter(|h| h.is_file());
                 Ok(Spec {
-                    name: path.display().to_string(),
+                    name: self.name(),
                     c_source: read(path)?,
                     c_path: Some(path.clone()),
                     asm_header: header.map(|h| read(&h)).transpose()?,
                     bug_class: None,
+                    hardening: false,
                 })
             }
             Source::KernelTree(root) => {
@@ -215,11 +304,12 @@ impl Source {
                 })?;
                 let header = root.join("arch/s390/include/asm/lazy_mmu.h");
                 Ok(Spec {
-                    name: root.display().to_string(),
+                    name: self.name(),
                     c_source: read(file)?,
                     c_path: Some(file.clone()),
                     asm_header: header.is_file().then(|| read(&header)).transpose()?,
                     bug_class: None,
+                    hardening: false,
                 })
             }
         }
@@ -266,7 +356,7 @@ fn compiler() -> String {
 }
 
 fn run(cmd: &mut Command) -> Result<(bool, String), LoadError> {
-    let tool = format!("{:?}", cmd.get_program());
+    let tool = cmd.get_program().to_string_lossy().into_owned();
     let out = cmd
         .env("LC_ALL", "C")
         .output()

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 /// Flags for both the implementation file and the runtime. `-Werror=incompatible-pointer-
-/// types` catches a `get_cpu_var` of the wrong shape (TARGET-ABI.md); `-Wsign-compare`
+/// types` catches a `get_cpu_var` of the wrong shape (docs/abi.md#shapes); `-Wsign-compare`
 /// fires in v3+, so warnings are not errors in general.
 pub const CFLAGS: &[&str] = &[
     "-std=gnu11",
@@ -30,7 +30,7 @@ pub const OBJCOPY_RENAMES: &[&str] = &[
     ".bss=lazymmu_impl_bss",
 ];
 
-/// API generation of an implementation file (TARGET-ABI.md).
+/// API generation of an implementation file (docs/abi.md#generations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Generation {
     /// RFC (2026-03), ipte_batch.c, marker 0.

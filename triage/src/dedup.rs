@@ -13,7 +13,7 @@ use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding};
 use lazymmu_harness::gen::from_bytes;
 use lazymmu_harness::program::MmKind;
-use lazymmu_harness::text::{parse, to_text};
+use lazymmu_harness::reprofile::{Expected, ReproFile};
 use lazymmu_harness::{Mode, Program};
 use lazymmu_target::Source;
 
@@ -32,18 +32,11 @@ pub fn load_input(path: &Path) -> Result<Input, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match lazymmu_harness::gen::as_ops_text(&bytes) {
         Some(t) => {
-            let program = parse(t).map_err(|e| format!("{}:{e}", path.display()))?;
-            let implementation = t
-                .lines()
-                .take_while(|l| l.starts_with('#') || l.trim().is_empty())
-                .find_map(|l| {
-                    l.strip_prefix("# implementation:")
-                        .map(|s| s.trim().to_string())
-                });
+            let r = ReproFile::parse(t).map_err(|e| format!("{}:{e}", path.display()))?;
             Ok(Input {
                 path: path.to_path_buf(),
-                program,
-                implementation,
+                program: r.program,
+                implementation: r.implementation,
             })
         }
         None => Ok(Input {
@@ -51,35 +44,6 @@ pub fn load_input(path: &Path) -> Result<Input, String> {
             program: from_bytes(&bytes, Mode::Realistic),
             implementation: None,
         }),
-    }
-}
-
-/// The implementation a name stands for: `reference`, `mutant:<file stem>`, or a path.
-pub fn source_for(name: &str) -> Result<Source, String> {
-    if name == "reference" {
-        return Ok(Source::Reference);
-    }
-    if let Some(stem) = name.strip_prefix("mutant:") {
-        return lazymmu_target::sources::mutant_paths()
-            .into_iter()
-            .find(|p| p.file_stem().is_some_and(|s| s == stem))
-            .map(Source::Mutant)
-            .ok_or_else(|| {
-                format!(
-                    "no mutant {stem} in {}",
-                    lazymmu_target::sources::mutants_dir().display()
-                )
-            });
-    }
-    let p = PathBuf::from(name);
-    if p.is_dir() {
-        Ok(Source::KernelTree(p))
-    } else if p.is_file() {
-        Ok(Source::File(p))
-    } else {
-        Err(format!(
-            "implementation '{name}' is neither reference, mutant:NAME, nor an existing path"
-        ))
     }
 }
 
@@ -109,8 +73,8 @@ pub struct Manifestation {
     pub original_steps: usize,
 }
 
-/// One distinct bug: an implementation's misbehaviour of one class (SEMANTICS.md section
-/// 6 rule) in one generation. The operations and shapes it shows with are listed.
+/// One distinct bug: an implementation's misbehaviour of one class (a rule of
+/// docs/semantics.md#contract) in one generation. The operations and shapes it shows with are listed.
 pub struct Bug {
     pub implementation: String,
     pub generation: String,
@@ -217,7 +181,7 @@ pub fn triage(dir: &Path, default: &Source) -> Result<Summary, String> {
             let source = if name == default_name {
                 default.clone()
             } else {
-                source_for(&name)?
+                Source::from_name(&name)?
             };
             let d = Differ::new(lazymmu_target::load(&source).map_err(|e| e.to_string())?);
             differs.insert(
@@ -285,19 +249,17 @@ pub fn write_summary(dir: &Path, s: &Summary) -> Result<String, String> {
                     format!("{}-{k}", m.signature)
                 }
             ));
-            let program = format!(
-                "# {} ({}, {})\n# implementation: {}\n# expect: {} {}\n# minimized from {} to {} steps; seen in {} input(s)\n{}",
-                b.key(),
-                m.signature,
-                m.shape,
-                b.implementation,
-                b.implementation,
-                m.signature,
-                m.original_steps,
-                m.minimized.steps.len(),
-                m.members.len(),
-                to_text(&m.minimized)
-            );
+            let program = ReproFile::new(m.minimized.clone())
+                .note(format!("{} ({}, {})", b.key(), m.signature, m.shape))
+                .note(format!(
+                    "minimized from {} to {} steps; seen in {} input(s)",
+                    m.original_steps,
+                    m.minimized.steps.len(),
+                    m.members.len()
+                ))
+                .with_implementation(&b.implementation)
+                .expect(&b.implementation, Expected::Signature(m.signature.clone()))
+                .render();
             lazymmu_engine::out::write_atomic(&file, program.as_bytes())
                 .map_err(|e| e.to_string())?;
             text.push_str(&format!(

@@ -194,8 +194,9 @@ fn ops_lines(p: &Program) -> Vec<String> {
         .collect()
 }
 
+/// `, PTE mm0 t0[5]` for a finding about one PTE, nothing otherwise.
 fn pte_or_none(p: Option<PteRef>) -> String {
-    p.map_or_else(|| "-".into(), |p| p.to_string())
+    p.map_or_else(String::new, |p| format!(", PTE {p}"))
 }
 
 /// The steps the trace shows: up to and including the first finding's step (all of
@@ -312,13 +313,13 @@ pub fn text(r: &Repro) -> String {
         Some(f) => {
             let at = if f.step < p.steps.len() {
                 format!(
-                    "At step {} ({}), PTE {}:",
+                    "At step {} ({}){}:",
                     f.step,
                     step_to_text(&p.steps[f.step]),
                     pte_or_none(f.pte)
                 )
             } else {
-                format!("At the end of the program, PTE {}:", pte_or_none(f.pte))
+                format!("At the end of the program{}:", pte_or_none(f.pte))
             };
             out.extend(wrap(&format!("{at} {}.", f.detail), WIDTH, "", ""));
             out.extend(wrap(f.class.name(), WIDTH, "  class:  ", "          "));
@@ -353,7 +354,8 @@ pub fn text(r: &Repro) -> String {
     if !r.verdict.hazards.is_empty() {
         out.extend(wrap(
             &format!(
-                "Visibility hazards (rule 9, not bugs by themselves): {}.",
+                "Visibility hazards (not bugs by themselves, see \
+                 docs/semantics.md#rule-hazards): {}.",
                 r.verdict.hazards.len()
             ),
             WIDTH,
@@ -482,15 +484,19 @@ struct Needs {
 enum Render {
     /// Made as a call, with a note on its context.
     Call(Option<&'static str>),
+    /// Made by the rig's userspace runner only (a glue call that does nothing in a
+    /// kernel, or kernel calls in an `#ifndef __KERNEL__` block), for the reason given.
+    Rig(&'static str),
     /// Only described in a comment, for the reason given.
     Comment(&'static str),
 }
 
-/// The steps' rendering: `task` is the CPU whose lazy-MMU state the KUnit task has.
-/// Page-table calls of every CPU run in the task (the eager code returns the same in
-/// any context); lazy-MMU calls and locks of other CPUs, hardware steps, CPU and mm
-/// switches, interrupt entry and exit, and lazy-MMU calls made in interrupt context
-/// (no-ops there) are comments.
+/// The steps' rendering: `task` is the CPU whose lazy-MMU state the KUnit task has in
+/// a kernel. Page-table calls of every CPU run in the task (the eager code returns the
+/// same in any context); lazy-MMU calls and locks of other CPUs, hardware steps, CPU
+/// and mm switches, interrupt entry and exit, and lazy-MMU calls made in interrupt
+/// context (no-ops there) run in the rig's userspace runner only, where every step
+/// runs as its own CPU (`lazy_mmu_test_cpu()`).
 fn renderings(r: &Repro, task: u8) -> Vec<Render> {
     let mut irq = vec![0u32; r.program.config.cpus as usize];
     r.program
@@ -512,22 +518,22 @@ fn renderings(r: &Repro, task: u8) -> Vec<Render> {
                     | Op::IsLazyActive
             );
             match s.op {
-                Op::Access { .. } => Render::Comment("a hardware translation"),
+                Op::Access { .. } => Render::Rig("a hardware translation"),
                 Op::IrqEnter => {
                     irq[c] += 1;
-                    Render::Comment("interrupt entry")
+                    Render::Rig("interrupt entry")
                 }
                 Op::IrqExit => {
                     irq[c] = irq[c].saturating_sub(1);
-                    Render::Comment("interrupt exit")
+                    Render::Rig("interrupt exit")
                 }
-                Op::SwitchMm { .. } => Render::Comment("a context switch"),
-                Op::CpuOffline | Op::CpuOnline => Render::Comment("CPU hotplug"),
+                Op::SwitchMm { .. } => Render::Rig("a context switch"),
+                Op::CpuOffline | Op::CpuOnline => Render::Rig("CPU hotplug"),
                 Op::LockPtl { .. } | Op::UnlockPtl { .. } if s.cpu != task => {
-                    Render::Comment("another CPU's lock")
+                    Render::Rig("another CPU's lock")
                 }
-                _ if lazy_op && s.cpu != task => Render::Comment("another CPU's lazy-MMU state"),
-                _ if lazy_op && irq[c] > 0 => Render::Comment("in interrupt context"),
+                _ if lazy_op && s.cpu != task => Render::Rig("another CPU's lazy-MMU state"),
+                _ if lazy_op && irq[c] > 0 => Render::Rig("in interrupt context"),
                 _ if irq[c] > 0 => Render::Call(Some(
                     "in interrupt context on the rig; the eager code returns the same in a task",
                 )),
@@ -543,11 +549,17 @@ fn collect_needs(r: &Repro, rendering: &[Render]) -> Needs {
         n.tables.insert((i.pte.mm, i.pte.table));
     }
     for (s, how) in r.program.steps.iter().zip(rendering) {
-        if !matches!(how, Render::Call(_)) {
+        if matches!(how, Render::Comment(_)) {
             continue;
         }
         let init = |mm: u8| r.program.config.mms[mm as usize].kind == MmKind::Init;
         match s.op {
+            Op::Access { pte, .. } => {
+                n.mms.insert(pte.mm);
+            }
+            Op::SwitchMm { mm: Some(mm) } => {
+                n.mms.insert(mm);
+            }
             Op::EnableWithPtes { range, ptep } => {
                 n.mms.insert(range.mm);
                 n.tables.insert((ptep.mm, ptep.table));
@@ -585,6 +597,9 @@ fn collect_needs(r: &Repro, rendering: &[Render]) -> Needs {
             n.tables.insert((p.mm, p.table));
         }
     }
+    // The rig's machine model knows each table's mm (lazy_mmu_test_table()).
+    let table_mms: Vec<u8> = n.tables.iter().map(|&(mm, _)| mm).collect();
+    n.mms.extend(table_mms);
     n
 }
 
@@ -762,13 +777,72 @@ fn step_c(out: &mut String, r: &Repro, i: usize, last_start: &mut BTreeMap<u8, P
         Op::FlushTlbMm { mm } => writeln!(out, "\tflush_tlb_mm(mm{mm});").unwrap(),
         Op::LockPtl { mm, table } => writeln!(out, "\tspin_lock(&ptl{mm}_{table});").unwrap(),
         Op::UnlockPtl { mm, table } => writeln!(out, "\tspin_unlock(&ptl{mm}_{table});").unwrap(),
-        Op::Access { .. }
-        | Op::IrqEnter
-        | Op::IrqExit
-        | Op::SwitchMm { .. }
-        | Op::CpuOffline
-        | Op::CpuOnline => {}
+        Op::Access { pte, write } => writeln!(
+            out,
+            "\tlazy_mmu_test_access(test, mm{}, {}, {}, {write});",
+            pte.mm,
+            addr_c(pte),
+            ptep_c(pte)
+        )
+        .unwrap(),
+        Op::IrqEnter => writeln!(out, "\tlazy_mmu_test_irq_enter(test);").unwrap(),
+        Op::IrqExit => writeln!(out, "\tlazy_mmu_test_irq_exit(test);").unwrap(),
+        Op::SwitchMm { mm } => writeln!(
+            out,
+            "\tlazy_mmu_test_switch_mm(test, {});",
+            mm.map_or("NULL".to_string(), |m| format!("mm{m}"))
+        )
+        .unwrap(),
+        Op::CpuOffline => writeln!(out, "\tlazy_mmu_test_cpu_offline(test);").unwrap(),
+        Op::CpuOnline => writeln!(out, "\tlazy_mmu_test_cpu_online(test);").unwrap(),
     }
+}
+
+/// Steps the glue makes with a `lazy_mmu_test_*()` call (a no-op in a kernel).
+fn glue_step(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Access { .. }
+            | Op::IrqEnter
+            | Op::IrqExit
+            | Op::SwitchMm { .. }
+            | Op::CpuOffline
+            | Op::CpuOnline
+    )
+}
+
+/// The rig's machine for the userspace runner (no-ops in a kernel): the CPUs and
+/// facilities, each mm's attach mask, each table's mm, and the CPU the case starts as.
+fn kunit_machine(out: &mut String, p: &Program, mms: &BTreeSet<u8>, needs: &Needs, task: u8) {
+    let c = &p.config;
+    writeln!(
+        out,
+        "\t/* The rig's machine (lazy_mmu_kunit_glue.h): no-ops in a kernel. */"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "\tlazy_mmu_test_machine(test, {}, {}, {});",
+        c.cpus, c.facility13, c.tlb_lc
+    )
+    .unwrap();
+    for &mm in mms {
+        writeln!(
+            out,
+            "\tlazy_mmu_test_attach(test, mm{mm}, {:#x}UL);",
+            c.mms[mm as usize].attach_mask
+        )
+        .unwrap();
+    }
+    for &(mm, t) in &needs.tables {
+        writeln!(
+            out,
+            "\tlazy_mmu_test_table(test, mm{mm}, {});",
+            table_var(mm, t)
+        )
+        .unwrap();
+    }
+    writeln!(out, "\tlazy_mmu_test_cpu(test, {task});").unwrap();
 }
 
 fn memory_expect(out: &mut String, p: PteRef, v: u64) {
@@ -882,6 +956,7 @@ fn kunit_function(r: &Repro, name: &str, task: u8, numbers: &[usize]) -> String 
     for &(mm, t) in &needs.locks {
         writeln!(out, "\tspin_lock_init(&ptl{mm}_{t});").unwrap();
     }
+    kunit_machine(&mut out, p, &mms, &needs, task);
 
     // The steps, with memory checks where the caller may rely on memory.
     let multi = p.steps.iter().any(|s| s.cpu != task);
@@ -911,6 +986,18 @@ fn kunit_function(r: &Repro, name: &str, task: u8, numbers: &[usize]) -> String 
                     &format!("#{no} {who}{op}: {why}, not expressible in a KUnit task{eager}"),
                 )
             }
+            Render::Rig(why) => {
+                let eager = ret_text(&r.oracle.steps[i].ret)
+                    .map(|t| format!(" (eager: {t})"))
+                    .unwrap_or_default();
+                c_note(
+                    &mut out,
+                    &format!(
+                        "#{no} {who}{op}: {why}, not expressible in a KUnit task: the rig's \
+                         userspace runner only{eager}"
+                    ),
+                )
+            }
         }
         if diverging == Some(i) {
             if let Some(f) = r.first() {
@@ -926,9 +1013,23 @@ fn kunit_function(r: &Repro, name: &str, task: u8, numbers: &[usize]) -> String 
                 c_block_comment(&mut out, "\t", &lines);
             }
         }
-        if matches!(how, Render::Call(_)) {
-            step_c(&mut out, r, i, &mut last_start);
-            written.extend(s.op.written_ptes());
+        if multi && !matches!(how, Render::Comment(_)) {
+            writeln!(out, "\tlazy_mmu_test_cpu(test, {});", s.cpu).unwrap();
+        }
+        match how {
+            Render::Call(_) => {
+                step_c(&mut out, r, i, &mut last_start);
+                written.extend(s.op.written_ptes());
+            }
+            // Glue calls: no-ops in a kernel.
+            Render::Rig(_) if glue_step(&s.op) => step_c(&mut out, r, i, &mut last_start),
+            // Kernel calls a kernel task cannot make as that CPU.
+            Render::Rig(_) => {
+                writeln!(out, "#ifndef __KERNEL__").unwrap();
+                step_c(&mut out, r, i, &mut last_start);
+                writeln!(out, "#endif").unwrap();
+            }
+            Render::Comment(_) => {}
         }
         while let Some(sp) = syncs.next_if(|sp| sp.step <= i) {
             if sp.step != i
@@ -1148,10 +1249,17 @@ pub fn kunit(r: &Repro, name: &str) -> String {
         extra.push(String::new());
         extra.extend(wrap(
             &format!(
-                "A KUnit test is one task: it runs every CPU's page-table calls in program \
-                 order with the lazy-MMU state of cpu{}; the other CPUs' lazy-MMU calls and \
-                 locks, and the hardware steps, are comments. It keeps the eager values \
-                 but need not reproduce a cross-CPU finding.",
+                "A KUnit test is one task. How the steps of several CPUs are sequenced: \
+                 before each step the case calls lazy_mmu_test_cpu(test, N), and the \
+                 steps run one after the other in program order. In the rig's userspace \
+                 runner (lazymmu kunit-run) that call switches the shim's current CPU, \
+                 whose lazy-MMU state, lowcore, preemption and interrupt depth are its \
+                 own, so every step runs as its CPU, exactly as the rig ran the program. \
+                 In a kernel it does nothing: every CPU's page-table calls run in the \
+                 test task with the lazy-MMU state of cpu{}; the other CPUs' lazy-MMU \
+                 calls and locks are compiled for the rig only (#ifndef __KERNEL__) and \
+                 the hardware steps are glue calls that do nothing there. It keeps the \
+                 eager values but need not reproduce a cross-CPU finding in a kernel.",
                 task_cpu(r)
             ),
             90,

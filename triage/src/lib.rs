@@ -4,6 +4,7 @@
 
 pub mod dedup;
 pub mod export;
+pub mod kunit_run;
 pub mod minimize;
 
 use lazymmu_engine::executor::{CrashReport, Executor, Outcome};

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use lazymmu_engine::Checker;
 use lazymmu_harness::contract;
-use lazymmu_harness::program::{InitPte, MmConfig, Op, Program, PteRange, PteRef, Step};
+use lazymmu_harness::program::{InitPte, MmConfig, Op, Program, PteRange, PteRef};
 use lazymmu_harness::pte::{PteClass, PTE_NONE, PTRS_PER_PTE};
 
 /// What a minimization did.
@@ -579,10 +579,4 @@ fn simplify_values(o: &mut Oracle, mut p: Program) -> Program {
         }
     }
     p
-}
-
-/// Steps of one CPU only (the single-CPU projection of a multi-CPU program).
-pub fn project(p: &Program, cpu: u8) -> Program {
-    let steps: Vec<Step> = p.steps.iter().filter(|s| s.cpu == cpu).cloned().collect();
-    Program { steps, ..p.clone() }
 }

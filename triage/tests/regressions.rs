@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use lazymmu_engine::executor::Executor;
 use lazymmu_engine::Differ;
-use lazymmu_triage::dedup::{load_input, source_for};
+use lazymmu_harness::reprofile::{Expected, ReproFile};
+use lazymmu_target::Source;
 
 #[test]
 fn regression_corpus_replays() {
@@ -22,38 +23,33 @@ fn regression_corpus_replays() {
     let mut checked = 0;
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
-        let input = load_input(f).unwrap_or_else(|e| panic!("{e}"));
-        let expects: Vec<(String, String)> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("# expect:"))
-            .map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next().unwrap().to_string(), w.next().unwrap().to_string())
-            })
-            .collect();
-        assert!(!expects.is_empty(), "{}: no '# expect:' line", f.display());
-        for (name, want) in expects {
+        let r = ReproFile::parse(&src).unwrap_or_else(|e| panic!("{}:{e}", f.display()));
+        assert!(
+            !r.expects.is_empty(),
+            "{}: no '# expect:' line",
+            f.display()
+        );
+        for e in &r.expects {
+            let name = &e.implementation;
             let d = differs.entry(name.clone()).or_insert_with(|| {
-                let d = Differ::new(
-                    lazymmu_target::load(&source_for(&name).unwrap())
-                        .unwrap_or_else(|e| panic!("{e}")),
-                );
+                let source = Source::from_name(name).unwrap_or_else(|e| panic!("{e}"));
+                let d =
+                    Differ::new(lazymmu_target::load(&source).unwrap_or_else(|e| panic!("{e}")));
                 Executor::new(d, Default::default()).unwrap()
             });
-            let v = d.verdict(&input.program);
+            let v = d.verdict(&r.program);
             let sigs = v.signatures();
-            if want == "clean" {
-                assert!(
+            match &e.expected {
+                Expected::Clean => assert!(
                     v.findings.is_empty(),
                     "{}: {name} should be clean, has {sigs:?}",
                     f.display()
-                );
-            } else {
-                assert!(
-                    sigs.contains(&want),
+                ),
+                Expected::Signature(want) => assert!(
+                    sigs.contains(want),
                     "{}: {name} should show {want}, has {sigs:?}",
                     f.display()
-                );
+                ),
             }
             checked += 1;
         }
