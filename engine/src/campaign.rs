@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lazymmu_target::Source;
@@ -251,8 +252,26 @@ impl Summary {
 
 struct Worker {
     child: Child,
+    /// Forwards its stdout lines; done once it exited and its last line is sent.
+    reader: JoinHandle<()>,
     source: usize,
     runs_before: u64,
+}
+
+/// Sends each line `child` prints, tagged with `id`, until it closes its stdout.
+pub(crate) fn forward_lines(
+    child: &mut Child,
+    id: usize,
+    tx: mpsc::Sender<(usize, String)>,
+) -> JoinHandle<()> {
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((id, line)).is_err() {
+                break;
+            }
+        }
+    })
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -303,27 +322,21 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
         kill: false,
         timeout: plan.timeout,
     };
-    let spawn = |a: &WorkerArgs, id: usize| -> Result<Child, String> {
+    let spawn = |a: &WorkerArgs, id: usize| -> Result<(Child, JoinHandle<()>), String> {
         let mut child = a.spawn(&plan.worker_exe)?;
-        let stdout = child.stdout.take().expect("piped");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((id, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(child)
+        let reader = forward_lines(&mut child, id, tx.clone());
+        Ok((child, reader))
     };
     let mut workers: BTreeMap<usize, Worker> = BTreeMap::new();
     for id in 0..jobs {
         let source = id % plan.sources.len();
         let a = args_for(source, id, 0, runs_each, plan.time);
+        let (child, reader) = spawn(&a, id)?;
         workers.insert(
             id,
             Worker {
-                child: spawn(&a, id)?,
+                child,
+                reader,
                 source,
                 runs_before: 0,
             },
@@ -352,7 +365,8 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
                 continue;
             };
             let w = workers.remove(&id).unwrap();
-            // What it printed last.
+            // What it printed last: all of it is sent once its reader is done.
+            let _ = w.reader.join();
             while let Ok((i, line)) = rx.try_recv() {
                 if let Ok(s) = serde_json::from_str::<Stats>(&line) {
                     live.insert(i, s);
@@ -377,10 +391,12 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
                 && left_runs.is_none_or(|r| r > 0);
             if more && deaths < 1000 {
                 let a = args_for(w.source, id, deaths, left_runs, left_time);
+                let (child, reader) = spawn(&a, id)?;
                 workers.insert(
                     id,
                     Worker {
-                        child: spawn(&a, id)?,
+                        child,
+                        reader,
                         source: w.source,
                         runs_before: 0,
                     },

@@ -1,14 +1,18 @@
-//! The rig's engines over one differential entry point: a program runs through the C
-//! implementation and the eager oracle, and the checkers compare the two traces.
+//! The search: the rig's engines over one differential entry point (a program runs
+//! through the C implementation and the eager oracle, and the checkers compare the two
+//! traces); the middle of the pipeline (docs/architecture.md#crates).
 //!
-//! * `Differ`: the entry point (also what the fuzz targets call).
-//! * `mutate`: structure-aware mutations, shared with the libFuzzer custom mutator.
-//! * `fuzz`: the built-in coverage-guided loop (`lazymmu fuzz`), deterministic from a seed.
+//! * `Differ`: the entry point (also what the fuzz targets call); `Checker`: what the
+//!   minimizer and the corpus tools need, given in-process (`Differ`) or crash-proof
+//!   (`Executor`).
 //! * `executor`: crash-proof execution: the implementation runs in disposable executor
-//!   processes forked from the supervisor; crashes and hangs become symbolized reports.
-//! * `symbolize`: PCs to function and file:line, from the compiled object's debug info.
-//! * `Checker`: what the minimizer and the corpus tools need, given in-process (`Differ`)
-//!   or crash-proof (`Executor`).
+//!   processes forked from the supervisor; crashes and hangs become symbolized reports
+//!   (`symbolize`: PCs to function and file:line from the object's debug info).
+//! * `fuzz`: the built-in coverage-guided loop, deterministic from a seed; `mutate`:
+//!   structure-aware mutations, shared with the libFuzzer custom mutator; `rng`.
+//! * `campaign`: `lazymmu fuzz` over worker processes; `progress`: its status line.
+//! * `mutants`: the mutants runner; `bench`: the benchmarks; `corpus`: corpus merge and
+//!   prune, seed corpora; `out`: the output directory (findings, corpus, hazards).
 
 pub mod bench;
 pub mod campaign;

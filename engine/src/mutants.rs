@@ -2,16 +2,16 @@
 //! reference, each in a worker process with a time budget, until a program shows a
 //! finding the reference does not (killed) or the budget is spent (survived).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lazymmu_harness::reprofile::ReproFile;
 use lazymmu_target::Source;
 
-use crate::campaign::WorkerArgs;
+use crate::campaign::{forward_lines, WorkerArgs};
 use crate::fuzz::{ModeSel, Stats};
 
 /// One mutant's result.
@@ -23,6 +23,14 @@ pub struct MutantRow {
     /// (seconds, programs, signature) when killed.
     pub killed: Option<(f64, u64, String)>,
 }
+
+/// A mutant's worker: table row, process, its output reader, its output.
+type Running = (
+    usize,
+    Child,
+    JoinHandle<()>,
+    mpsc::Receiver<(usize, String)>,
+);
 
 /// What to run.
 pub struct Plan {
@@ -58,7 +66,7 @@ pub fn run(plan: &Plan) -> Result<Vec<MutantRow>, String> {
     lazymmu_target::loader::build(&Source::Reference.resolve().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let mut next = 0;
-    let mut running: Vec<(usize, Child, mpsc::Receiver<String>)> = vec![];
+    let mut running: Vec<Running> = vec![];
     while next < plan.mutants.len() || !running.is_empty() {
         while running.len() < plan.jobs.max(1) && next < plan.mutants.len() {
             let i = next;
@@ -80,13 +88,8 @@ pub fn run(plan: &Plan) -> Result<Vec<MutantRow>, String> {
             };
             let mut child = args.spawn(&plan.worker_exe)?;
             let (tx, rx) = mpsc::channel();
-            let stdout = child.stdout.take().expect("piped");
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            running.push((i, child, rx));
+            let reader = forward_lines(&mut child, i, tx);
+            running.push((i, child, reader, rx));
         }
         std::thread::sleep(Duration::from_millis(20));
         let mut k = 0;
@@ -95,10 +98,12 @@ pub fn run(plan: &Plan) -> Result<Vec<MutantRow>, String> {
                 k += 1;
                 continue;
             };
-            let (i, _, rx) = running.remove(k);
+            let (i, _, reader, rx) = running.remove(k);
+            // Its last line is sent once the reader is done.
+            let _ = reader.join();
             let last: Option<Stats> = rx
                 .try_iter()
-                .filter_map(|l| serde_json::from_str(&l).ok())
+                .filter_map(|(_, l)| serde_json::from_str(&l).ok())
                 .last();
             let row = &mut rows[i];
             if !status.success() {

@@ -1,7 +1,13 @@
-//! The system under test: the C shim (`shim/`), the built-in reference implementation
-//! (`reference/`), its mutants (`mutants/`), the loader that compiles any of them or a
-//! user's kernel tree at run time, and the `Kernel` that drives the compiled C code over
-//! the rig's machine model.
+//! The system under test (docs/architecture.md#crates): the C shim (`shim/`), the
+//! built-in reference implementation (`reference/`), its mutants (`mutants/`), and:
+//!
+//! * `loader`: which implementation (`Source`: reference, mutant, file, tree, and their
+//!   names), compiled with the shim into a cached shared object;
+//! * `recipe`: the compile flags and the generation recognised from the symbols (shared
+//!   with build.rs, which links one implementation statically for the fuzz targets);
+//! * `sources`: the shim, the reference and the mutants, embedded;
+//! * `library`: a loaded instance; `ffi`: its C interface and the callbacks into the
+//!   machine model; `kernel`: `CKernel`, the `Kernel` that drives it.
 
 pub mod ffi;
 pub mod kernel;

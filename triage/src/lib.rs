@@ -1,6 +1,9 @@
-//! Triage of findings: minimization (`minimize`), signatures and grouping (`dedup`), and
-//! reproducers people use (`export`: plain text for a mail, KUnit C, JSON, an SVG
-//! timeline).
+//! Triage of findings, the end of the pipeline (docs/architecture.md#crates):
+//!
+//! * `minimize`: 1-minimal reproducers that keep a finding's signature;
+//! * `dedup`: reading findings of any engine, grouping them into bugs, the summary;
+//! * `export`: reproducers people use (plain text for a mail, KUnit C, JSON, an SVG
+//!   timeline); `kunit_run`: an exported KUnit case run in userspace.
 
 pub mod dedup;
 pub mod export;
