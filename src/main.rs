@@ -9,8 +9,10 @@ use lazymmu_engine::campaign::{self, executor};
 use lazymmu_engine::executor::{ExecOptions, Outcome};
 use lazymmu_engine::fuzz::{Minimizer, ModeSel};
 use lazymmu_engine::rng::Rng;
-use lazymmu_harness::reprofile::{Expected, ReproFile};
-use lazymmu_harness::{contract, gen, report, text, Program, Trace};
+use lazymmu_harness::{contract, gen};
+use lazymmu_lang::reprofile::{Expected, ReproFile};
+use lazymmu_lang::{text, Program};
+use lazymmu_model::{report, Trace};
 use lazymmu_target::Source;
 
 #[derive(Parser)]

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lazymmu_harness::{gen, Mode};
+use lazymmu_harness::gen;
+use lazymmu_lang::Mode;
 use lazymmu_target::Source;
 
 use crate::campaign::executor;
@@ -36,11 +37,11 @@ pub fn throughput(programs: usize, seed: u64) -> Result<(), String> {
     };
     // Warm up caches and the allocator.
     for p in corpus.iter().take(200) {
-        lazymmu_harness::run(p, &mut kernel);
+        lazymmu_model::run(p, &mut kernel);
     }
     let t_target = time(&mut || {
         for p in &corpus {
-            std::hint::black_box(lazymmu_harness::run(p, &mut kernel));
+            std::hint::black_box(lazymmu_model::run(p, &mut kernel));
         }
     });
     let t_oracle = time(&mut || {
@@ -61,7 +62,7 @@ pub fn throughput(programs: usize, seed: u64) -> Result<(), String> {
         .iter()
         .map(|p| {
             (
-                lazymmu_harness::run(p, &mut differ.kernel),
+                lazymmu_model::run(p, &mut differ.kernel),
                 lazymmu_oracle::run(p),
             )
         })
@@ -415,7 +416,7 @@ pub fn crashes(
             .collect();
         for (p, o) in batch.iter().zip(e.run_batch(&batch, false, None)) {
             if matches!(o, Outcome::Died(..)) && kept < 1000 {
-                let text = lazymmu_harness::text::to_text(p);
+                let text = lazymmu_lang::text::to_text(p);
                 std::fs::write(dir.join(format!("crash-{kept:04}.ops")), text)
                     .map_err(|e| e.to_string())?;
                 kept += 1;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use lazymmu_harness::gen::decode_input;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::{Mode, Program};
 
 use crate::executor::Executor;
 use crate::fuzz::ModeSel;
@@ -27,7 +27,7 @@ pub fn read_inputs(dirs: &[PathBuf]) -> Vec<(PathBuf, Program)> {
             continue;
         };
         let p = decode_input(&bytes, Mode::Realistic);
-        if p.validate().is_ok() && seen.insert(lazymmu_harness::text::to_text(&p)) {
+        if p.validate().is_ok() && seen.insert(lazymmu_lang::text::to_text(&p)) {
             out.push((f, p));
         }
     }

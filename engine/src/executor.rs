@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use lazymmu_harness::check::{self, Class, Finding, Verdict};
 use lazymmu_harness::contract;
-use lazymmu_harness::exec::{Kernel, Ret, Trace};
-use lazymmu_harness::machine::Machine;
-use lazymmu_harness::program::{Op, Program};
+use lazymmu_lang::program::{Op, Program};
+use lazymmu_model::exec::{Kernel, Ret, Trace};
+use lazymmu_model::machine::Machine;
 use serde::{Deserialize, Serialize};
 
 use crate::symbolize::{site_in, Frame, Symbolizer};
@@ -548,7 +548,7 @@ impl Kernel for Watched<'_> {
 /// Runs one program in the executor: target (watched), oracle, checks.
 fn run_watched(differ: &mut Differ, shared: &Shared, p: &Program, want_trace: bool) -> RunResult {
     let marker = differ.marker;
-    let target = lazymmu_harness::run(
+    let target = lazymmu_model::run(
         p,
         &mut Watched {
             kernel: &mut differ.kernel,
@@ -1038,7 +1038,7 @@ pub fn explain_address(
             );
         }
     }
-    lazymmu_harness::guarded::explain_address(addr, bases)
+    lazymmu_model::guarded::explain_address(addr, bases)
 }
 
 /// The executor's life: set up, then serve batches until the supervisor hangs up.

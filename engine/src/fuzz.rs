@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::{Mode, Program};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{CrashReport, Executor, Outcome};
@@ -316,7 +316,7 @@ impl Fuzzer {
         if !first_seen.is_empty() && self.cfg.out.is_some() {
             // The report shows the target's trace: run it again for that (deterministic).
             let trace = match self.exec.run_one(p, true) {
-                Outcome::Ran(r) => r.target.map(|t| lazymmu_harness::report::trace_text(p, &t)),
+                Outcome::Ran(r) => r.target.map(|t| lazymmu_model::report::trace_text(p, &t)),
                 Outcome::Died(..) => None,
             };
             let name = self.exec.name();

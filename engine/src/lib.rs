@@ -27,8 +27,8 @@ pub mod rng;
 pub mod symbolize;
 
 use lazymmu_harness::check::{self, Verdict};
-use lazymmu_harness::exec::Trace;
-use lazymmu_harness::Program;
+use lazymmu_lang::Program;
+use lazymmu_model::exec::Trace;
 use lazymmu_target::CKernel;
 
 /// One implementation under test, checked against the oracle.
@@ -50,7 +50,7 @@ impl Differ {
 
     /// Both traces and the verdict.
     pub fn run(&mut self, p: &Program) -> (Trace, Trace, Verdict) {
-        let target = lazymmu_harness::run(p, &mut self.kernel);
+        let target = lazymmu_model::run(p, &mut self.kernel);
         let oracle = lazymmu_oracle::run(p);
         let verdict = check::check(p, &target, &oracle, self.marker);
         (target, oracle, verdict)

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lazymmu_harness::reprofile::ReproFile;
+use lazymmu_lang::reprofile::ReproFile;
 use lazymmu_target::Source;
 
 use crate::campaign::{forward_lines, WorkerArgs};

@@ -5,10 +5,10 @@
 
 use lazymmu_harness::contract;
 use lazymmu_harness::gen::{close_open, propose_step};
-use lazymmu_harness::program::{
+use lazymmu_lang::program::{
     InitPte, MmConfig, MmKind, Mode, Op, Program, PteRange, PteRef, Step, MAX_CPUS, MAX_TABLES,
 };
-use lazymmu_harness::pte::{PteClass, PFNS, PTRS_PER_PTE};
+use lazymmu_lang::pte::{PteClass, PFNS, PTRS_PER_PTE};
 
 use crate::rng::Rng;
 
@@ -280,7 +280,7 @@ fn grow(p: &mut Program, rng: &mut Rng) {
                 c.mms[i].tables += 1;
             }
         }
-        2 if c.mms.len() < lazymmu_harness::program::MAX_MMS => {
+        2 if c.mms.len() < lazymmu_lang::program::MAX_MMS => {
             c.mms.push(MmConfig {
                 kind: MmKind::User,
                 protected: rng.chance(1, 4),
@@ -383,7 +383,7 @@ fn structural_mutant(input: &[u8], seed: u32, max_size: usize) -> Option<String>
     let p = lazymmu_harness::gen::decode_input(input, target_mode());
     let mut rng = Rng::new(seed as u64);
     let child = mutate(&p, None, &mut rng)?;
-    let text = lazymmu_harness::text::to_text(&child);
+    let text = lazymmu_lang::text::to_text(&child);
     let back = lazymmu_harness::gen::decode_input(text.as_bytes(), target_mode());
     let accepted = text.len() <= max_size
         && back == child

@@ -17,9 +17,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use lazymmu_harness::check::{Finding, Hazard, Verdict};
-use lazymmu_harness::reprofile::ReproFile;
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::Program;
+use lazymmu_lang::reprofile::ReproFile;
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::Program;
 
 use crate::executor::{CrashReport, Outcome};
 
@@ -219,7 +219,7 @@ pub fn load_dir(dir: &Path) -> Vec<(PathBuf, Program)> {
         .into_iter()
         .filter_map(|path| {
             let src = std::fs::read_to_string(&path).ok()?;
-            match lazymmu_harness::text::parse(&src) {
+            match lazymmu_lang::text::parse(&src) {
                 Ok(p) => Some((path, p)),
                 Err(e) => {
                     eprintln!("lazymmu: skipping {}:{e}", path.display());

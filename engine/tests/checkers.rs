@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use lazymmu_engine::Differ;
 use lazymmu_harness::check::{crash_verdict, Class, Verdict};
 use lazymmu_harness::contract;
-use lazymmu_harness::isolate::run_in_child;
-use lazymmu_harness::text::parse;
-use lazymmu_harness::Program;
+use lazymmu_lang::text::parse;
+use lazymmu_lang::Program;
+use lazymmu_model::isolate::run_in_child;
 use lazymmu_target::Source;
 
 fn mutant(name: &str) -> Source {
@@ -25,7 +25,7 @@ fn fixture(rel: &str) -> Source {
 
 fn program(src: &str) -> Program {
     let p = parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
-    if p.config.mode == lazymmu_harness::Mode::Realistic {
+    if p.config.mode == lazymmu_lang::Mode::Realistic {
         let v = contract::violations(&p);
         assert!(v.is_empty(), "test program is not realistic: {}", v[0]);
     }

@@ -12,8 +12,8 @@ use common::{executor, programs};
 use lazymmu_engine::campaign::{self, Plan};
 use lazymmu_engine::executor::ExecOptions;
 use lazymmu_engine::fuzz::{ModeSel, Stats};
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::Mode;
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::Mode;
 use lazymmu_target::Source;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -149,7 +149,7 @@ fn the_mutants_runner_tables_kills_and_survivors_and_saves_the_killing_program()
             .join("kill.ops"),
     )
     .unwrap();
-    let r = lazymmu_harness::reprofile::ReproFile::parse(&kill).unwrap();
+    let r = lazymmu_lang::reprofile::ReproFile::parse(&kill).unwrap();
     assert_eq!(
         r.implementation.as_deref(),
         Some("mutant:02-stale-ptep-get")
@@ -189,7 +189,7 @@ fn corpus_merge_keeps_every_feature_and_prune_deletes_the_rest() {
     // The kept programs reach every feature the 60 reach.
     let kept = lazymmu_engine::corpus::read_inputs(std::slice::from_ref(&merged.dir));
     assert_eq!(kept.len(), merged.kept);
-    let mut features = |ps: &mut dyn Iterator<Item = &lazymmu_harness::Program>| {
+    let mut features = |ps: &mut dyn Iterator<Item = &lazymmu_lang::Program>| {
         ps.flat_map(|p| e.verdict(p).features)
             .collect::<std::collections::BTreeSet<u32>>()
     };

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{crash_program, executor, fixture, mutant, programs, regression_path};
 use lazymmu_engine::executor::{DeathKind, ExecOptions, Outcome};
-use lazymmu_harness::text::parse;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::text::parse;
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
 fn quick() -> ExecOptions {

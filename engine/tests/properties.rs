@@ -6,9 +6,10 @@ use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel};
 use lazymmu_engine::mutate::mutate;
 use lazymmu_engine::rng::Rng;
 use lazymmu_engine::Differ;
+use lazymmu_harness::contract;
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::{contract, Mode, Op, Program};
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::{Mode, Op, Program};
 use lazymmu_target::Source;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
@@ -290,7 +291,7 @@ fn mutator_chains(half: u32, chains: u32) -> (u64, u64) {
                 // A structural mutant is exactly the program the targets will run, and
                 // realistic whenever its header says so.
                 let text = as_ops_text(&data[..size]).expect("structural mutants are .ops text");
-                assert_eq!(lazymmu_harness::text::parse(text).as_ref(), Ok(&p));
+                assert_eq!(lazymmu_lang::text::parse(text).as_ref(), Ok(&p));
                 if p.config.mode == Mode::Realistic {
                     assert!(contract::is_realistic(&p), "{text}");
                 }

@@ -3,8 +3,8 @@
 #![no_main]
 
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::{parse, to_text};
-use lazymmu_harness::Mode;
+use lazymmu_lang::text::{parse, to_text};
+use lazymmu_lang::Mode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

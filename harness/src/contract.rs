@@ -32,8 +32,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::program::*;
-use crate::pte::{self, PteClass, PTE_NONE, PTRS_PER_PTE};
+use lazymmu_lang::program::*;
+use lazymmu_lang::pte::{self, PteClass, PTRS_PER_PTE};
+use lazymmu_model::exec::Stepper;
+use lazymmu_oracle::Eager;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -108,27 +110,21 @@ impl CpuState {
     }
 }
 
-/// Follows a program through the contract, tracking the eager value of every PTE.
-#[derive(Clone, Debug)]
+/// Follows a program through the contract. The eager value of every PTE comes from the
+/// oracle itself, stepped along (`Stepper`): the eager semantics exist once, in
+/// lazymmu-oracle.
 pub struct ContractState {
     pub config: MachineConfig,
     pub cpus: Vec<CpuState>,
-    /// Eager page-table values, [mm][table * 256 + index].
-    pub memory: Vec<Vec<u64>>,
+    /// The eager kernel on its own machine, at the steps applied so far.
+    eager: Stepper<Eager>,
+    /// Steps applied so far.
+    applied: usize,
     pub attach: Vec<u8>,
 }
 
 impl ContractState {
     pub fn new(config: &MachineConfig) -> Self {
-        let mut memory: Vec<Vec<u64>> = config
-            .mms
-            .iter()
-            .map(|m| vec![PTE_NONE; m.tables as usize * PTRS_PER_PTE])
-            .collect();
-        for i in config.init.iter().filter(|i| config.has_pte(i.pte)) {
-            memory[i.pte.mm as usize][i.pte.table as usize * PTRS_PER_PTE + i.pte.index as usize] =
-                i.value;
-        }
         let mut cpus: Vec<CpuState> = (0..config.cpus)
             .map(|_| CpuState {
                 online: true,
@@ -147,17 +143,15 @@ impl ContractState {
         ContractState {
             config: config.clone(),
             cpus,
-            memory,
+            eager: Stepper::new(config, Eager),
+            applied: 0,
             attach: config.mms.iter().map(|m| m.attach_mask).collect(),
         }
     }
 
+    /// The eager value of `p` now.
     pub fn value(&self, p: PteRef) -> u64 {
-        self.memory[p.mm as usize][p.table as usize * PTRS_PER_PTE + p.index as usize]
-    }
-
-    fn set(&mut self, p: PteRef, v: u64) {
-        self.memory[p.mm as usize][p.table as usize * PTRS_PER_PTE + p.index as usize] = v;
+        self.eager.machine.pte(p)
     }
 
     fn is_init(&self, mm: u8) -> bool {
@@ -433,9 +427,19 @@ impl ContractState {
     /// and eager values. Never panics on a valid program.
     pub fn apply(&mut self, step: &Step) {
         let c = step.cpu as usize;
-        if !self.cpus[c].online && step.op != Op::CpuOnline {
-            return;
+        // The caller's state first: a modify-prot start records the value before the
+        // eager kernel runs the step.
+        if self.cpus[c].online || step.op == Op::CpuOnline {
+            self.track(step);
         }
+        self.eager.step(self.applied, step);
+        self.applied += 1;
+    }
+
+    /// The caller's side of a step: sections, pauses, interrupts, locks, transactions,
+    /// attach masks and CPUs online.
+    fn track(&mut self, step: &Step) {
+        let c = step.cpu as usize;
         let in_irq = self.cpus[c].in_irq();
         match step.op {
             Op::Enable | Op::EnableWithPtes { .. } => {
@@ -482,37 +486,11 @@ impl ContractState {
             Op::IrqExit => pop(&mut self.cpus[c].frames, Frame::Irq),
             Op::LockPtl { mm, table } => self.cpus[c].frames.push(Frame::Lock { mm, table }),
             Op::UnlockPtl { mm, table } => pop(&mut self.cpus[c].frames, Frame::Lock { mm, table }),
-            Op::SetPte { pte, value } => self.set(pte, pte::stored_value(value)),
-            Op::SetPtes { pte, value, n } => {
-                let mut v = value;
-                for i in 0..n {
-                    self.set(pte.offset(i), pte::stored_value(v));
-                    v = pte::pte_next_pfn(v);
-                }
-            }
-            Op::PteClear { pte }
-            | Op::PtepGetAndClear { pte }
-            | Op::PtepGetAndClearFull { pte, .. }
-            | Op::PtepClearFlush { pte } => self.set(pte, PTE_NONE),
-            Op::PtepTestAndClearYoung { pte } => {
-                let v = self.value(pte);
-                self.set(pte, pte::stored_value(pte::pte_mkold(v)));
-            }
             Op::ModifyProtStart { pte } => {
                 let v = self.value(pte);
                 self.cpus[c].prot = Some((pte, v));
-                self.set(pte, v | pte::PAGE_INVALID);
             }
-            Op::ModifyProtCommit { pte, value } => {
-                self.cpus[c].prot = None;
-                self.set(pte, pte::stored_value(value));
-            }
-            Op::SetWrprotect { pte } => {
-                let v = self.value(pte);
-                if pte::pte_write(v) {
-                    self.set(pte, pte::stored_value(pte::pte_wrprotect(v)));
-                }
-            }
+            Op::ModifyProtCommit { .. } => self.cpus[c].prot = None,
             Op::SwitchMm { mm } => {
                 for (m, cfg) in self.config.mms.iter().enumerate() {
                     if cfg.kind == MmKind::User {
@@ -541,12 +519,7 @@ impl ContractState {
                     }
                 }
             }
-            Op::IsLazyActive
-            | Op::PtepGet { .. }
-            | Op::PtepGetLockless { .. }
-            | Op::Access { .. }
-            | Op::FlushTlbRange { .. }
-            | Op::FlushTlbMm { .. } => {}
+            _ => {}
         }
     }
 

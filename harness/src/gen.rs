@@ -9,20 +9,14 @@
 
 use std::collections::VecDeque;
 
-use arbitrary::{Arbitrary, Result, Unstructured};
+use arbitrary::{Result, Unstructured};
 
 use crate::contract::{ContractState, Frame};
-use crate::program::*;
-use crate::pte::{self, PteClass, PFNS, PTRS_PER_PTE};
+use lazymmu_lang::program::*;
+use lazymmu_lang::pte::{self, PteClass, PFNS, PTRS_PER_PTE};
 
 /// Steps drawn from the input, before the closing steps that end open sections.
 pub const MAX_STEPS: usize = 160;
-
-impl<'a> Arbitrary<'a> for Program {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        generate(u, Mode::Realistic)
-    }
-}
 
 /// Decodes any bytes into a valid program of the given mode.
 pub fn from_bytes(data: &[u8], mode: Mode) -> Program {
@@ -43,7 +37,7 @@ pub fn from_bytes(data: &[u8], mode: Mode) -> Program {
 /// (comment lines may come first) if it is one, generator bytes otherwise.
 pub fn decode_input(data: &[u8], mode: Mode) -> Program {
     if let Some(text) = as_ops_text(data) {
-        if let Ok(p) = crate::text::parse(text) {
+        if let Ok(p) = lazymmu_lang::text::parse(text) {
             return p;
         }
     }

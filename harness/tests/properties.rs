@@ -3,8 +3,8 @@
 
 use lazymmu_harness::contract;
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::{parse, to_text};
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::text::{parse, to_text};
+use lazymmu_lang::{Mode, Program};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -6,18 +6,18 @@
 //! invalidation policy calls for; the generic lazy-MMU layer only counts (the s390 arch
 //! hooks of the eager kernel do nothing).
 
-use lazymmu_harness::exec::{Kernel, Ret};
-use lazymmu_harness::machine::{Machine, UvKind};
-use lazymmu_harness::program::{MmKind, Op, PteRef};
-use lazymmu_harness::pte::{self, PTE_NONE};
+use lazymmu_lang::program::{MmKind, Op, PteRef};
+use lazymmu_lang::pte::{self, PTE_NONE};
+use lazymmu_model::exec::{Kernel, Ret};
+use lazymmu_model::machine::{Machine, UvKind};
 
 /// The eager kernel. Stateless: all state is the machine's.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Eager;
 
 /// Runs a program through the oracle.
-pub fn run(program: &lazymmu_harness::Program) -> lazymmu_harness::Trace {
-    lazymmu_harness::run(program, &mut Eager)
+pub fn run(program: &lazymmu_lang::Program) -> lazymmu_model::Trace {
+    lazymmu_model::run(program, &mut Eager)
 }
 
 impl Kernel for Eager {

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use lazymmu_harness::exec::SyncKind;
-use lazymmu_harness::machine::LazyState;
-use lazymmu_harness::{Ret, Trace};
+use lazymmu_model::exec::SyncKind;
+use lazymmu_model::machine::LazyState;
+use lazymmu_model::{Ret, Trace};
 
 fn lazy(enable_count: u8, pause_count: u8) -> LazyState {
     LazyState {

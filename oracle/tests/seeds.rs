@@ -13,9 +13,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lazymmu_harness::machine::AccessResult;
-use lazymmu_harness::text::{parse, to_text};
-use lazymmu_harness::{contract, report, Ret};
+use lazymmu_harness::contract;
+use lazymmu_lang::text::{parse, to_text};
+use lazymmu_model::machine::AccessResult;
+use lazymmu_model::{report, Ret};
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/seeds")

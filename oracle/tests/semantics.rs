@@ -11,8 +11,8 @@ mod common;
 
 use common::*;
 use lazymmu_harness::contract;
-use lazymmu_harness::machine::{Event, EventRecord, HwEvent, UvKind};
-use lazymmu_harness::Ret;
+use lazymmu_model::machine::{Event, EventRecord, HwEvent, UvKind};
+use lazymmu_model::Ret;
 
 /// One configuration of an IPTE-issuing row and what the oracle must do in it.
 struct Case {
@@ -51,7 +51,7 @@ const fn case(
 /// Runs `cpu0 <op>` (step 1, `op` names mm0 t0[5]) under the page-table lock, followed
 /// by `extra` step lines, for every case; checks the op's return, its IPTEs, the final
 /// memory and `flush_mm`. Returns the traces for row-specific checks.
-fn check_row(op: &str, extra: &str, cases: &[Case]) -> Vec<lazymmu_harness::Trace> {
+fn check_row(op: &str, extra: &str, cases: &[Case]) -> Vec<lazymmu_model::Trace> {
     cases
         .iter()
         .map(|c| {
@@ -528,7 +528,7 @@ fn facility13_does_not_change_the_eager_kernel() {
 
 // ---- protected (secure-execution) mm: ultravisor calls ----
 
-fn protected(attach: &str, old: u64, op: &str) -> lazymmu_harness::Trace {
+fn protected(attach: &str, old: u64, op: &str) -> lazymmu_model::Trace {
     run_clean(&format!(
         "{}mm0 user attach={attach} tables=1 protected\n\
          init mm0 t0[5] = {old:#x}\n\

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use lazymmu_harness::machine::{AccessResult, HwEvent};
-use lazymmu_harness::Ret;
+use lazymmu_model::machine::{AccessResult, HwEvent};
+use lazymmu_model::Ret;
 
 fn acc(r: AccessResult) -> Ret {
     Ret::Access(r)

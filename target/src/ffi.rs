@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr};
 
-use lazymmu_harness::machine::{Event, Machine, UvKind};
+use lazymmu_model::machine::{Event, Machine, UvKind};
 
 pub const SHIM_ABI: c_int = 2;
 pub const NR_CPUS: usize = 8;

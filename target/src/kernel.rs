@@ -2,9 +2,9 @@
 //! with the machine's mm and CPU state copied into the shim before the call and the
 //! kernel-owned state (lazy counts, lowcore, preemption, flush state) copied back after.
 
-use lazymmu_harness::exec::{Kernel, Ret};
-use lazymmu_harness::machine::Machine;
-use lazymmu_harness::program::{MmKind, Op, PteRef};
+use lazymmu_lang::program::{MmKind, Op, PteRef};
+use lazymmu_model::exec::{Kernel, Ret};
+use lazymmu_model::machine::Machine;
 
 use crate::ffi::{callbacks, MmStruct, OpKind, OpRecord, ShimCpu, Task, NR_CPUS};
 use crate::library::Library;

@@ -5,11 +5,12 @@
 mod common;
 
 use common::*;
-use lazymmu_harness::exec::{Kernel, Trace};
-use lazymmu_harness::isolate::run_in_child;
-use lazymmu_harness::machine::{Event, HwEvent, Machine};
-use lazymmu_harness::text::{parse, to_text};
-use lazymmu_harness::{Mode, Op, Program, PteRange, PteRef, Ret, Step};
+use lazymmu_lang::text::{parse, to_text};
+use lazymmu_lang::{Mode, Op, Program, PteRange, PteRef, Step};
+use lazymmu_model::exec::{Kernel, Trace};
+use lazymmu_model::isolate::run_in_child;
+use lazymmu_model::machine::{Event, HwEvent, Machine};
+use lazymmu_model::Ret;
 use lazymmu_target::{CKernel, Library, Source};
 
 /// Everything but the implementation's name.
@@ -57,7 +58,7 @@ fn a_a(kernel: &mut CKernel, count: usize, seed: u64) {
     let mut steps = 0;
     for (mode, n) in [(Mode::Realistic, count), (Mode::Adversarial, count / 10)] {
         for p in programs(seed, n, mode).map(without_lazy_sections) {
-            let t = lazymmu_harness::run(&p, kernel);
+            let t = lazymmu_model::run(&p, kernel);
             let o = lazymmu_oracle::run(&p);
             assert_same(&t, &o, &p, &name);
             steps += p.steps.len();
@@ -96,8 +97,8 @@ fn static_build_and_loader_give_identical_traces() {
     assert_eq!(builtin.name(), "reference");
     for mode in [Mode::Realistic, Mode::Adversarial] {
         for p in programs(0xb1, 3_000, mode) {
-            let a = lazymmu_harness::run(&p, &mut builtin);
-            let b = lazymmu_harness::run(&p, &mut loaded);
+            let a = lazymmu_model::run(&p, &mut builtin);
+            let b = lazymmu_model::run(&p, &mut loaded);
             assert_same(&a, &b, &p, "static vs loaded");
         }
     }
@@ -106,7 +107,7 @@ fn static_build_and_loader_give_identical_traces() {
 #[test]
 fn the_reference_batches_a_zap_into_ipte_ranges() {
     let p = seed("zap_pte_range.ops");
-    let t = lazymmu_harness::run(&p, &mut load(Source::Reference));
+    let t = lazymmu_model::run(&p, &mut load(Source::Reference));
     let o = lazymmu_oracle::run(&p);
     assert!(t.events.is_empty(), "{:?}", t.events);
     assert_eq!(t.end.memory, o.end.memory);
@@ -133,7 +134,7 @@ fn older_generation_profiles_run_lazy_programs() {
         let mut k = load(Source::KernelTree(fixture(dir)));
         for s in seeds {
             let p = seed(s);
-            let t = lazymmu_harness::run(&p, &mut k);
+            let t = lazymmu_model::run(&p, &mut k);
             let o = lazymmu_oracle::run(&p);
             assert!(t.events.is_empty(), "{dir} {s}: {:?}", t.events);
             assert_eq!(t.end.memory, o.end.memory, "{dir} {s}");
@@ -156,11 +157,11 @@ fn v2_early_param_off_disables_batching() {
     let p = seed("zap_pte_range.ops");
     let mut k = load(Source::KernelTree(fixture("v2")));
     k.early_param = Some("off".into());
-    let t = lazymmu_harness::run(&p, &mut k);
+    let t = lazymmu_model::run(&p, &mut k);
     assert_same(&t, &lazymmu_oracle::run(&p), &p, "v2 lazy_mmu=off");
     // And on again for the next program: the statics are restored between programs.
     k.early_param = None;
-    let t = lazymmu_harness::run(&p, &mut k);
+    let t = lazymmu_model::run(&p, &mut k);
     assert_eq!(t.end.counters.ipte_global, 0);
 }
 
@@ -253,14 +254,14 @@ fn a_crash_in_c_is_caught_with_the_program() {
         "{CRASHY}cpu0 set_pte mm0 t0[1] = 0xdead03d\ncpu0 lazy_mmu_mode_disable\n"
     ))
     .unwrap();
-    let crash = run_in_child(|| lazymmu_harness::run(&p, &mut k)).unwrap_err();
+    let crash = run_in_child(|| lazymmu_model::run(&p, &mut k)).unwrap_err();
     assert_eq!(crash.signal, Some(11), "{crash}");
     // The parent is unharmed and the same kernel runs the next program.
     let ok = parse(&format!(
         "{CRASHY}cpu0 set_pte mm0 t0[1] = 0x1a03d\ncpu0 lazy_mmu_mode_disable\n"
     ))
     .unwrap();
-    let t = run_in_child(|| lazymmu_harness::run(&ok, &mut k)).unwrap();
+    let t = run_in_child(|| lazymmu_model::run(&ok, &mut k)).unwrap();
     assert!(t.events.is_empty());
 }
 
@@ -271,7 +272,7 @@ fn a_wild_store_is_reported_with_its_address() {
         "{CRASHY}cpu0 set_pte mm0 t0[1] = 0xbad03d\ncpu0 lazy_mmu_mode_disable\n"
     ))
     .unwrap();
-    let t = lazymmu_harness::run(&p, &mut k);
+    let t = lazymmu_model::run(&p, &mut k);
     assert_eq!(t.events.len(), 1, "{:?}", t.events);
     assert_eq!(t.events[0].step, 2);
     assert!(

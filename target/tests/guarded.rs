@@ -6,12 +6,12 @@
 mod common;
 
 use common::*;
-use lazymmu_harness::exec::Kernel;
-use lazymmu_harness::guarded::{explain_address, explain_offset, FaultTrap};
-use lazymmu_harness::isolate::run_in_child;
-use lazymmu_harness::machine::{Event, EventRecord, Machine};
-use lazymmu_harness::text::parse;
-use lazymmu_harness::{Op, Program};
+use lazymmu_lang::text::parse;
+use lazymmu_lang::{Op, Program};
+use lazymmu_model::exec::Kernel;
+use lazymmu_model::guarded::{explain_address, explain_offset, FaultTrap};
+use lazymmu_model::isolate::run_in_child;
+use lazymmu_model::machine::{Event, EventRecord, Machine};
 use lazymmu_target::{CKernel, Source};
 
 /// The run loop reduced to what these programs use, with the poison checked after every

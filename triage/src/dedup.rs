@@ -12,9 +12,9 @@ use lazymmu_engine::executor::{ExecOptions, Executor};
 use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding};
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::program::MmKind;
-use lazymmu_harness::reprofile::{Expected, ReproFile};
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::program::MmKind;
+use lazymmu_lang::reprofile::{Expected, ReproFile};
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
 use crate::minimize::{first_signature, keep_key, minimize};

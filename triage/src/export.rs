@@ -15,13 +15,15 @@ use std::fmt::Write as _;
 
 use lazymmu_engine::executor::Executor;
 use lazymmu_harness::check::Finding;
-use lazymmu_harness::exec::{Ret, StepRecord};
-use lazymmu_harness::machine::LazyState;
-use lazymmu_harness::program::MmKind;
-use lazymmu_harness::pte::PAGE_SHIFT;
-use lazymmu_harness::report::{hw_text, memory_changes, ret_text};
-use lazymmu_harness::text::{parse, step_to_text, to_text};
-use lazymmu_harness::{contract, Machine, MachineConfig, Op, Program, PteRef};
+use lazymmu_harness::contract;
+use lazymmu_lang::program::MmKind;
+use lazymmu_lang::pte::PAGE_SHIFT;
+use lazymmu_lang::text::{parse, step_to_text, to_text};
+use lazymmu_lang::{MachineConfig, Op, Program, PteRef};
+use lazymmu_model::exec::{Ret, StepRecord};
+use lazymmu_model::machine::LazyState;
+use lazymmu_model::report::{hw_text, memory_changes, ret_text};
+use lazymmu_model::Machine;
 
 use crate::Repro;
 
@@ -617,7 +619,7 @@ fn step_c(out: &mut String, r: &Repro, i: usize, last_start: &mut BTreeMap<u8, P
         .unwrap(),
         _ => writeln!(out, "\t{call};").unwrap(),
     };
-    let range_c = |range: lazymmu_harness::PteRange| {
+    let range_c = |range: lazymmu_lang::PteRange| {
         let start = Machine::vaddr(range.first());
         let end = start + (((range.end as u64).saturating_sub(range.start as u64)) << PAGE_SHIFT);
         (format!("{start:#x}UL"), format!("{end:#x}UL"))

@@ -12,8 +12,8 @@ pub mod minimize;
 
 use lazymmu_engine::executor::{CrashReport, Executor, Outcome};
 use lazymmu_harness::check::{Finding, Verdict};
-use lazymmu_harness::exec::Trace;
-use lazymmu_harness::Program;
+use lazymmu_lang::Program;
+use lazymmu_model::exec::Trace;
 
 /// A finding with everything an export needs: the program, both traces, the verdict.
 pub struct Repro {

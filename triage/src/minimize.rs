@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use lazymmu_engine::Checker;
 use lazymmu_harness::contract;
-use lazymmu_harness::program::{InitPte, MmConfig, Op, Program, PteRange, PteRef};
-use lazymmu_harness::pte::{PteClass, PTE_NONE, PTRS_PER_PTE};
+use lazymmu_lang::program::{InitPte, MmConfig, Op, Program, PteRange, PteRef};
+use lazymmu_lang::pte::{PteClass, PTE_NONE, PTRS_PER_PTE};
 
 /// What a minimization did.
 #[derive(Clone, Debug)]

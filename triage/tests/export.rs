@@ -7,9 +7,10 @@ use std::process::Command;
 
 use lazymmu_engine::executor::Executor;
 use lazymmu_engine::Differ;
-use lazymmu_harness::exec::Ret;
-use lazymmu_harness::text::parse;
-use lazymmu_harness::{contract, Program};
+use lazymmu_harness::contract;
+use lazymmu_lang::text::parse;
+use lazymmu_lang::Program;
+use lazymmu_model::exec::Ret;
 use lazymmu_target::Source;
 use lazymmu_triage::export::{self, PROGRAM_BEGIN, PROGRAM_END, WIDTH};
 use lazymmu_triage::Repro;
@@ -29,7 +30,7 @@ fn differ(source: &Source) -> Executor {
 
 fn program(src: &str) -> Program {
     let p = parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
-    if p.config.mode == lazymmu_harness::Mode::Realistic {
+    if p.config.mode == lazymmu_lang::Mode::Realistic {
         let v = contract::violations(&p);
         assert!(v.is_empty(), "test program is not realistic: {}", v[0]);
     }

@@ -3,8 +3,8 @@
 use lazymmu_engine::rng::Rng;
 use lazymmu_engine::Differ;
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 use lazymmu_triage::dedup::{triage, write_summary};
 use lazymmu_triage::minimize::{first_signature, minimize};

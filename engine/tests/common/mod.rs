@@ -7,7 +7,7 @@ use lazymmu_engine::executor::{ExecOptions, Executor};
 use lazymmu_engine::rng::Rng;
 use lazymmu_engine::Differ;
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
 pub fn mutant(name: &str) -> Source {
@@ -43,7 +43,7 @@ pub fn programs(seed: u64, n: usize, mode: Mode) -> impl Iterator<Item = Program
 pub fn crash_program(stem: &str) -> Program {
     let path = regression_path(stem);
     let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    lazymmu_harness::text::parse(&src).unwrap_or_else(|e| panic!("{}:{e}", path.display()))
+    lazymmu_lang::text::parse(&src).unwrap_or_else(|e| panic!("{}:{e}", path.display()))
 }
 
 pub fn regression_path(stem: &str) -> PathBuf {

@@ -4,8 +4,8 @@
 
 use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
-use lazymmu_harness::text::to_text;
-use lazymmu_harness::Program;
+use lazymmu_lang::text::to_text;
+use lazymmu_lang::Program;
 
 /// An input is either a program in the `.ops` text format (what the structure-aware
 /// mutator writes, and what seed corpora hold) or generator bytes (anything else).

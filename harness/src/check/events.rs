@@ -8,9 +8,9 @@
 use super::hazards::{holds_lock, lock_context};
 use super::{Checker, Class, Hazard, StepCx};
 use crate::contract::ContractState;
-use crate::exec::Trace;
-use crate::machine::{Event, EventRecord};
-use crate::render::event_text;
+use lazymmu_model::exec::Trace;
+use lazymmu_model::machine::{Event, EventRecord};
+use lazymmu_model::render::event_text;
 
 pub(super) fn step(ck: &mut Checker, cx: &StepCx, st: &ContractState, oracle: &Trace) {
     let i = cx.i;

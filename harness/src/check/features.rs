@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 
 use super::{feature, op_kind, Checker, StepCx};
 use crate::contract::ContractState;
-use crate::exec::StepRecord;
-use crate::machine::HwEvent;
-use crate::program::PteRef;
-use crate::pte;
+use lazymmu_lang::program::PteRef;
+use lazymmu_lang::pte;
+use lazymmu_model::exec::StepRecord;
+use lazymmu_model::machine::HwEvent;
 
 pub(super) fn step(
     ck: &mut Checker,

@@ -5,9 +5,9 @@
 
 use super::{ret_text, Hazard};
 use crate::contract::ContractState;
-use crate::exec::Ret;
-use crate::machine::AccessResult;
-use crate::program::{MmKind, Program, PteRef};
+use lazymmu_lang::program::{MmKind, Program, PteRef};
+use lazymmu_model::exec::Ret;
+use lazymmu_model::machine::AccessResult;
 
 pub(super) fn holds_lock(st: &ContractState, cpu: usize, pte: Option<PteRef>) -> bool {
     pte.is_some_and(|p| st.cpus[cpu].holds(p.mm, p.table))

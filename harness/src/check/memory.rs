@@ -8,11 +8,11 @@ use std::iter::Peekable;
 use std::slice::Iter;
 
 use super::{norm, Checker, Class, StepCx};
-use crate::exec::{SyncPoint, Trace};
-use crate::machine::Snapshot;
-use crate::program::PteRef;
-use crate::pte::PTRS_PER_PTE;
-use crate::render::pte_value;
+use lazymmu_lang::program::PteRef;
+use lazymmu_lang::pte::PTRS_PER_PTE;
+use lazymmu_model::exec::{SyncPoint, Trace};
+use lazymmu_model::machine::Snapshot;
+use lazymmu_model::render::pte_value;
 
 impl Checker<'_> {
     /// A memory divergence, or a marker leak if the target holds the marker.

@@ -22,10 +22,10 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{self, ContractState, Violation};
-use crate::exec::{Ret, Trace};
-use crate::isolate::Crash;
-use crate::program::{Op, Program, PteRef, Step};
-use crate::pte::{self, PAGE_UNUSED};
+use lazymmu_lang::program::{Op, Program, PteRef, Step};
+use lazymmu_lang::pte::{self, PAGE_UNUSED};
+use lazymmu_model::exec::{Ret, Trace};
+use lazymmu_model::isolate::Crash;
 
 /// What kind of divergence a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -179,7 +179,7 @@ fn norm(v: u64) -> u64 {
 }
 
 fn ret_text(r: &Ret) -> String {
-    crate::report::ret_text(r).unwrap_or_else(|| "nothing".into())
+    lazymmu_model::report::ret_text(r).unwrap_or_else(|| "nothing".into())
 }
 
 fn ret_value(r: &Ret) -> Option<u64> {

@@ -4,7 +4,7 @@
 //! switch-in), so all machine-wide invalidations count.
 
 use super::{Checker, Class};
-use crate::exec::Trace;
+use lazymmu_model::exec::Trace;
 
 pub(super) fn at_end(ck: &mut Checker, oracle: &Trace) {
     let n = ck.program.steps.len();
@@ -12,7 +12,7 @@ pub(super) fn at_end(ck: &mut Checker, oracle: &Trace) {
     if tc.quiesce_events() <= oc.quiesce_events() {
         return;
     }
-    let text = |c: &crate::machine::Counters| {
+    let text = |c: &lazymmu_model::machine::Counters| {
         format!(
             "{} quiesce events ({} global IPTE, {} IDTE)",
             c.quiesce_events(),

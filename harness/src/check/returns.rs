@@ -6,8 +6,8 @@
 use super::hazards::{hazard, Read};
 use super::{feature, op_kind, ret_text, ret_value, same_ret, Checker, Class, StepCx};
 use crate::contract::ContractState;
-use crate::exec::StepRecord;
-use crate::program::Op;
+use lazymmu_lang::program::Op;
+use lazymmu_model::exec::StepRecord;
 
 pub(super) fn step(
     ck: &mut Checker,

@@ -7,10 +7,10 @@ use std::slice::Iter;
 
 use super::{Checker, Class, StepCx};
 use crate::contract::ContractState;
-use crate::exec::{SyncPoint, Trace};
-use crate::machine::Snapshot;
-use crate::program::{Op, PteRef};
-use crate::render::pte_value;
+use lazymmu_lang::program::{Op, PteRef};
+use lazymmu_model::exec::{SyncPoint, Trace};
+use lazymmu_model::machine::Snapshot;
+use lazymmu_model::render::pte_value;
 
 impl Checker<'_> {
     /// docs/semantics.md#rule-stale-tlb: after the caller's flush, every TLB entry of the

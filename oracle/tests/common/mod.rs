@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
-use lazymmu_harness::exec::SyncKind;
-use lazymmu_harness::machine::{HwEvent, UvKind};
-use lazymmu_harness::{contract, report, text, Program, PteRef, Trace};
+use lazymmu_harness::contract;
+use lazymmu_lang::{text, Program, PteRef};
+use lazymmu_model::exec::SyncKind;
+use lazymmu_model::machine::{HwEvent, UvKind};
+use lazymmu_model::{report, Trace};
 
 pub const LOCAL: bool = true;
 pub const GLOBAL: bool = false;

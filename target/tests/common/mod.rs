@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use lazymmu_harness::gen::from_bytes;
-use lazymmu_harness::{Mode, Program};
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::{CKernel, Source};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,7 +18,7 @@ pub fn seed(name: &str) -> Program {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../corpus/seeds")
         .join(name);
-    lazymmu_harness::text::parse(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    lazymmu_lang::text::parse(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
 pub fn load(source: Source) -> CKernel {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::machine::PageTable;
-use crate::pte::{PTE_NONE, PTRS_PER_PTE};
+use lazymmu_lang::pte::{PTE_NONE, PTRS_PER_PTE};
 
 /// Bytes of one page table.
 pub const TABLE_BYTES: usize = PTRS_PER_PTE * 8;

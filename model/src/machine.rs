@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::guarded::{self, GuardedTable};
-use crate::program::{MachineConfig, MmKind, PteRef};
-use crate::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTRS_PER_PTE};
+use lazymmu_lang::program::{MachineConfig, MmKind, PteRef};
+use lazymmu_lang::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTRS_PER_PTE};
 
 /// One page table: 256 PTEs, 2 KiB, aligned so that the table origin of any `ptep` is
 /// `ptep & !0x7ff`, as the hardware computes it for IPTE-range. A machine's tables live in
@@ -846,8 +846,8 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::program::{InitPte, MmConfig};
-    use crate::pte::PTE_NONE;
+    use lazymmu_lang::program::{InitPte, MmConfig};
+    use lazymmu_lang::pte::PTE_NONE;
 
     fn machine(cpus: u8, attach: u8) -> Machine {
         let config = MachineConfig {

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use crate::exec::{Ret, SyncKind, Trace};
 use crate::machine::{Counters, HwEvent, Snapshot};
-use crate::program::{Program, PteRef};
-use crate::pte::{PTE_NONE, PTRS_PER_PTE};
 use crate::render::{event_text, pte_bits};
-use crate::text::step_to_text;
+use lazymmu_lang::program::{Program, PteRef};
+use lazymmu_lang::pte::{PTE_NONE, PTRS_PER_PTE};
+use lazymmu_lang::text::step_to_text;
 
 /// What a step returned, for traces and reports (`None` for a void function). See
 /// `render` for the wording.

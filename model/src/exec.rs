@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{AccessResult, EventRecord, HwEvent, LazyState, Machine, Snapshot};
-use crate::program::{Op, Program};
+use lazymmu_lang::program::{MachineConfig, Op, Program, Step};
 
 /// What a step returned to its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,68 +127,106 @@ fn hardware_op(m: &mut Machine, cpu: u8, op: &Op) -> Option<Ret> {
     })
 }
 
-/// Runs `program` through `kernel` on a fresh machine. The program must be valid
-/// (`Program::validate`).
-pub fn run(program: &Program, kernel: &mut dyn Kernel) -> Trace {
-    let mut m = Machine::new(&program.config);
-    kernel.start(&mut m);
-    let mut steps = Vec::with_capacity(program.steps.len());
-    let mut syncs = vec![];
-    let mut flushes = vec![];
-    for (i, step) in program.steps.iter().enumerate() {
+/// A program run one step at a time: the machine, the kernel, and the step logic of the
+/// run loop (offline CPUs, hardware ops, the open modify-prot transaction). `run` records
+/// a trace with it; the API contract follows the eager values with it, so the eager
+/// semantics exist once.
+pub struct Stepper<K: Kernel> {
+    pub machine: Machine,
+    pub kernel: K,
+}
+
+impl<K: Kernel> Stepper<K> {
+    /// A fresh machine for `config`, with the kernel started on it.
+    pub fn new(config: &MachineConfig, mut kernel: K) -> Self {
+        let mut machine = Machine::new(config);
+        kernel.start(&mut machine);
+        Stepper { machine, kernel }
+    }
+
+    /// Runs step `i`; returns what it returned and the instructions it issued.
+    pub fn step(&mut self, i: usize, step: &Step) -> (Ret, Vec<HwEvent>) {
+        let m = &mut self.machine;
         let cpu = step.cpu;
         let c = cpu as usize;
         m.begin_step(i, cpu);
         if !m.cpus[c].online && step.op != Op::CpuOnline {
             m.end_step();
-            steps.push(StepRecord {
-                ret: Ret::CpuOffline,
-                hw: vec![],
-                lazy: m.cpus[c].lazy,
-            });
-            continue;
+            return (Ret::CpuOffline, vec![]);
         }
-        let before = m.cpus[c].lazy;
-        let ret = match hardware_op(&mut m, cpu, &step.op) {
+        let ret = match hardware_op(m, cpu, &step.op) {
             Some(r) => r,
-            None => kernel.op(&mut m, cpu, &step.op),
+            None => self.kernel.op(m, cpu, &step.op),
         };
         if let (Op::ModifyProtStart { pte }, Ret::Pte(old)) = (&step.op, ret) {
             m.cpus[c].prot_start = Some((*pte, old));
         }
-        let hw = m.end_step();
+        (ret, m.end_step())
+    }
+}
+
+/// Runs `program` through `kernel` on a fresh machine. The program must be valid
+/// (`Program::validate`).
+pub fn run<K: Kernel + ?Sized>(program: &Program, kernel: &mut K) -> Trace {
+    let mut s = Stepper::new(&program.config, &mut *kernel);
+    let mut steps = Vec::with_capacity(program.steps.len());
+    let mut syncs = vec![];
+    let mut flushes = vec![];
+    for (i, step) in program.steps.iter().enumerate() {
+        let c = step.cpu as usize;
+        let before = s.machine.cpus[c].lazy;
+        let (ret, hw) = s.step(i, step);
+        let m = &s.machine;
         let after = m.cpus[c].lazy;
         steps.push(StepRecord {
             ret,
             hw,
             lazy: after,
         });
+        if ret == Ret::CpuOffline {
+            continue;
+        }
         if let Some(kind) = sync_kind(&step.op, before, after) {
             syncs.push(SyncPoint {
                 step: i,
-                cpu,
+                cpu: step.cpu,
                 kind,
                 snapshot: m.snapshot(),
             });
         }
         if matches!(step.op, Op::FlushTlbRange { .. } | Op::FlushTlbMm { .. }) {
-            let snapshot = m.snapshot();
             flushes.push(SyncPoint {
                 step: i,
-                cpu,
+                cpu: step.cpu,
                 kind: SyncKind::Flush,
-                snapshot,
+                snapshot: m.snapshot(),
             });
         }
     }
-    kernel.finish(&mut m);
+    s.kernel.finish(&mut s.machine);
     Trace {
-        implementation: kernel.name(),
-        layout: m.layout(),
+        implementation: s.kernel.name(),
+        layout: s.machine.layout(),
         steps,
         syncs,
         flushes,
-        events: m.take_events(),
-        end: m.snapshot(),
+        events: s.machine.take_events(),
+        end: s.machine.snapshot(),
+    }
+}
+
+/// A kernel borrowed for a run.
+impl<K: Kernel + ?Sized> Kernel for &mut K {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn start(&mut self, m: &mut Machine) {
+        (**self).start(m)
+    }
+    fn op(&mut self, m: &mut Machine, cpu: u8, op: &Op) -> Ret {
+        (**self).op(m, cpu, op)
+    }
+    fn finish(&mut self, m: &mut Machine) {
+        (**self).finish(m)
     }
 }

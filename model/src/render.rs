@@ -10,7 +10,7 @@ use std::fmt;
 use crate::exec::Ret;
 use crate::guarded::explain_offset;
 use crate::machine::{AccessResult, Event, HwEvent, UvKind};
-use crate::pte::{self, MARKER_EARLY, MARKER_V3};
+use lazymmu_lang::pte::{self, MARKER_EARLY, MARKER_V3};
 
 /// The decoded bits of a PTE value: `pfn 0x1a valid rw young dirty`, `none`,
 /// `v3 marker`.
@@ -176,7 +176,7 @@ impl fmt::Display for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::program::{PteRange, PteRef};
+    use lazymmu_lang::program::{PteRange, PteRef};
 
     fn p(mm: u8, table: u8, index: u16) -> PteRef {
         PteRef::new(mm, table, index)
