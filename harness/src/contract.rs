@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use lazymmu_lang::program::*;
 use lazymmu_lang::pte::{self, PteClass, PTRS_PER_PTE};
 use lazymmu_model::exec::Stepper;
+use lazymmu_model::machine::LazyState;
 use lazymmu_oracle::Eager;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,14 @@ pub struct CpuState {
 }
 
 impl CpuState {
+    /// The task's lazy-MMU counts.
+    pub fn lazy(&self) -> LazyState {
+        LazyState {
+            enable_count: self.enable_count,
+            pause_count: self.pause_count,
+        }
+    }
+
     pub fn in_irq(&self) -> bool {
         self.frames.contains(&Frame::Irq)
     }
@@ -102,7 +111,7 @@ impl CpuState {
     }
     /// The range in force for routing, if the section is active and was given one.
     pub fn active_range(&self) -> Option<PteRange> {
-        if self.enable_count > 0 && self.pause_count == 0 {
+        if self.lazy().is_active() {
             self.range
         } else {
             None
@@ -200,7 +209,7 @@ impl ContractState {
         }
         // Elsewhere the init_mm lock orders updates (the KASAN shadow callbacks), and its
         // holders pause any section of theirs first; or the caller owns the mapping.
-        let section_running = me.enable_count > 0 && me.pause_count == 0;
+        let section_running = me.lazy().is_active();
         (me.holds(p.mm, p.table) && !section_running) || others_free()
     }
 
@@ -469,7 +478,7 @@ impl ContractState {
                 let me = &mut self.cpus[c];
                 me.frames.push(Frame::Pause);
                 if !in_irq {
-                    if me.pause_count == 0 && me.enable_count > 0 {
+                    if me.lazy().is_active() {
                         me.range = None; // resume re-enters without a range
                     }
                     me.pause_count = me.pause_count.wrapping_add(1);

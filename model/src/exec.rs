@@ -93,11 +93,7 @@ pub fn sync_kind(op: &Op, before: LazyState, after: LazyState) -> Option<SyncKin
                 SyncKind::NestedDisable
             })
         }
-        Op::Pause
-            if before.pause_count == 0 && after.pause_count == 1 && before.enable_count > 0 =>
-        {
-            Some(SyncKind::Pause)
-        }
+        Op::Pause if before.is_active() && after.pause_count == 1 => Some(SyncKind::Pause),
         _ => None,
     }
 }

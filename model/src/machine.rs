@@ -51,6 +51,14 @@ pub struct LazyState {
     pub pause_count: u8,
 }
 
+impl LazyState {
+    /// A section is entered and not paused: the one definition of "active" (the generic
+    /// layer's `is_lazy_mmu_mode_active()` also asks for task context).
+    pub fn is_active(self) -> bool {
+        self.enable_count > 0 && self.pause_count == 0
+    }
+}
+
 pub struct Cpu {
     pub online: bool,
     /// TLB entries, keyed by the PTE they were formed from, holding the value used.

@@ -161,7 +161,7 @@ fn lazy_mmu_mode_resume(m: &mut Machine, cpu: u8) {
 
 fn is_lazy_mmu_mode_active(m: &Machine, cpu: u8) -> bool {
     let c = &m.cpus[cpu as usize];
-    !c.in_interrupt() && c.lazy.enable_count > 0 && c.lazy.pause_count == 0
+    !c.in_interrupt() && c.lazy.is_active()
 }
 
 // ---- eager page-table code (arch/s390/mm/pgtable.c and asm/pgtable.h) ----

@@ -1477,10 +1477,6 @@ fn short_op(op: &Op) -> &'static str {
     }
 }
 
-fn active(l: LazyState) -> bool {
-    l.enable_count > 0 && l.pause_count == 0
-}
-
 /// Runs of columns `[a, b)` where `state[col]` holds.
 fn runs(state: &[bool]) -> Vec<(usize, usize)> {
     let mut out = vec![];
@@ -1581,7 +1577,7 @@ pub fn svg(r: &Repro) -> String {
             }
         }
         for d in 0..cpus {
-            lazy_cols[d][i] = active(lazy[d]);
+            lazy_cols[d][i] = lazy[d].is_active();
             irq_cols[d][i] = irq[d] > 0 || (d == c && st.op == Op::IrqExit);
         }
     }

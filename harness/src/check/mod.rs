@@ -21,11 +21,10 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{self, ContractState, Violation};
+use crate::contract::{ContractState, Violation};
 use lazymmu_lang::program::{Op, Program, PteRef, Step};
 use lazymmu_lang::pte::{self, PAGE_UNUSED};
 use lazymmu_model::exec::{Ret, Trace};
-use lazymmu_model::isolate::Crash;
 
 /// What kind of divergence a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -342,9 +341,9 @@ impl<'a> StepCx<'a> {
             step,
             cpu: c,
             in_irq,
-            own_active: me.enable_count > 0 && me.pause_count == 0 && !in_irq,
+            own_active: me.lazy().is_active() && !in_irq,
             sectioned: (0..program.config.cpus as usize)
-                .filter(|&d| st.cpus[d].enable_count > 0 && st.cpus[d].pause_count == 0)
+                .filter(|&d| st.cpus[d].lazy().is_active())
                 .collect(),
             pte: step.op.pte(),
         }
@@ -357,26 +356,5 @@ impl<'a> StepCx<'a> {
             .copied()
             .filter(|&d| d != self.cpu)
             .collect()
-    }
-}
-
-/// The verdict for a program on which the C code crashed.
-pub fn crash_verdict(program: &Program, crash: &Crash) -> Verdict {
-    let contract = contract::violations(program);
-    Verdict {
-        findings: vec![Finding {
-            class: Class::Crash,
-            hardening: !contract.is_empty(),
-            step: program.steps.len(),
-            cpu: 0,
-            op: "run".into(),
-            pte: None,
-            target: crash.to_string(),
-            oracle: "no crash".into(),
-            detail: "the implementation crashed".into(),
-        }],
-        hazards: vec![],
-        features: vec![feature(&[8])],
-        contract,
     }
 }

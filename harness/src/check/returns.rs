@@ -32,7 +32,7 @@ pub(super) fn step(
     // batch, and until the caller's flush a deferred purge may leave it a stale entry
     // (docs/semantics.md#rule-stale-tlb judges the TLB after the flush).
     let own_hw_view = matches!(cx.step.op, Op::Access { .. });
-    let task_seen_from_irq = cx.in_irq && me.enable_count > 0 && me.pause_count == 0;
+    let task_seen_from_irq = cx.in_irq && me.lazy().is_active();
     if read_only && (!others.is_empty() || own_hw_view || task_seen_from_irq) {
         ck.hazards.push(hazard(
             ck.program,
