@@ -147,6 +147,37 @@ fn find_mutant(name: &str) -> Result<PathBuf, String> {
     lazymmu_target::sources::mutant(name)
 }
 
+/// `lazymmu fuzz`'s arguments.
+#[derive(Args)]
+struct FuzzArgs {
+    #[command(flatten)]
+    implementation: ImplArgs,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    time: Option<f64>,
+    /// Stop after this many programs (all jobs together). With --jobs 1 the run is
+    /// deterministic from --seed.
+    #[arg(long)]
+    runs: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    #[arg(long, value_enum, default_value = "realistic")]
+    mode: ModeSel,
+    /// Output directory.
+    #[arg(long, default_value = "fuzz-out")]
+    out: PathBuf,
+    /// Seed corpus directory.
+    #[arg(long)]
+    seeds: Option<PathBuf>,
+    /// Milliseconds a program may run before it is reported as a hang (the executor
+    /// running it is killed and replaced).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    timeout: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print a trace of a program, step by step: what each call returned, which IPTEs it
@@ -184,34 +215,7 @@ enum Command {
     /// (deduplicated by signature); the corpus in OUT/<impl>/corpus/ is reloaded by the
     /// next run, so an interrupted run loses nothing. A crash in the C code is caught with
     /// its program. Exits 1 if a bug or performance finding was made.
-    Fuzz {
-        #[command(flatten)]
-        implementation: ImplArgs,
-        /// Stop after this many seconds.
-        #[arg(long, value_name = "SECS")]
-        time: Option<f64>,
-        /// Stop after this many programs (all jobs together). With --jobs 1 the run is
-        /// deterministic from --seed.
-        #[arg(long)]
-        runs: Option<u64>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Worker processes.
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
-        #[arg(long, value_enum, default_value = "realistic")]
-        mode: ModeSel,
-        /// Output directory.
-        #[arg(long, default_value = "fuzz-out")]
-        out: PathBuf,
-        /// Seed corpus directory.
-        #[arg(long)]
-        seeds: Option<PathBuf>,
-        /// Milliseconds a program may run before it is reported as a hang (the executor
-        /// running it is killed and replaced).
-        #[arg(long, default_value_t = 1000, value_name = "MS")]
-        timeout: u64,
-    },
+    Fuzz(FuzzArgs),
     /// One fuzzing worker (started by `fuzz` and `mutants`).
     #[command(hide = true)]
     FuzzWorker {
@@ -482,35 +486,24 @@ fn check(file: &Path) -> Result<(), String> {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fuzz(
-    imp: &ImplArgs,
-    time: Option<f64>,
-    runs: Option<u64>,
-    seed: u64,
-    jobs: usize,
-    mode: ModeSel,
-    out: PathBuf,
-    seeds: Option<PathBuf>,
-    timeout: u64,
-) -> Result<(), String> {
-    let mut sources = imp.sources()?;
+fn fuzz(a: FuzzArgs) -> Result<(), String> {
+    let mut sources = a.implementation.sources()?;
     if sources.is_empty() {
         sources.push(Source::Reference);
     }
-    if time.is_none() && runs.is_none() {
+    if a.time.is_none() && a.runs.is_none() {
         return Err("give a budget: --time SECS and/or --runs N".to_string());
     }
     let summary = campaign::run(&campaign::Plan {
         sources,
-        out,
-        seeds: seeds.unwrap_or_else(seeds_dir),
-        seed,
-        jobs,
-        mode,
-        time: time.map(Duration::from_secs_f64),
-        runs,
-        timeout: Duration::from_millis(timeout),
+        out: a.out,
+        seeds: a.seeds.unwrap_or_else(seeds_dir),
+        seed: a.seed,
+        jobs: a.jobs,
+        mode: a.mode,
+        time: a.time.map(Duration::from_secs_f64),
+        runs: a.runs,
+        timeout: Duration::from_millis(a.timeout),
         worker_exe: worker_exe()?,
     })?;
     print!("{}", summary.render());
@@ -760,27 +753,7 @@ fn main() -> ExitCode {
         } => replay(&file, json, &implementation, Duration::from_millis(timeout)),
         Command::Compile { implementation } => compile(&implementation),
         Command::Check { file } => check(&file),
-        Command::Fuzz {
-            implementation,
-            time,
-            runs,
-            seed,
-            jobs,
-            mode,
-            out,
-            seeds,
-            timeout,
-        } => fuzz(
-            &implementation,
-            time,
-            runs,
-            seed,
-            jobs,
-            mode,
-            out,
-            seeds,
-            timeout,
-        ),
+        Command::Fuzz(a) => fuzz(a),
         Command::FuzzWorker {
             implementation,
             worker,

@@ -2,19 +2,17 @@
 //! mutants runner, corpus merge and prune, and the throughput benchmark. Worker processes
 //! are stand-in scripts here, so the supervisors are tested on their own.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{executor, programs};
 use lazymmu_engine::campaign::{self, Plan};
 use lazymmu_engine::executor::ExecOptions;
 use lazymmu_engine::fuzz::{ModeSel, Stats};
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::Mode;
 use lazymmu_target::Source;
+use lazymmu_testkit::{executor, programs};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lazymmu-commands-{name}-{}", std::process::id()));

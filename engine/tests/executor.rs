@@ -2,15 +2,15 @@
 //! disposable executors, reported with their site, and cost nothing else; executors keep
 //! no state from one program to the next; they die with their supervisor.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{crash_program, executor, fixture, mutant, programs, regression_path};
 use lazymmu_engine::executor::{DeathKind, ExecOptions, Outcome};
 use lazymmu_lang::text::parse;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
+use lazymmu_testkit::{
+    executor, fixture, mutant, programs, regression as crash_program, regression_path, tree,
+};
 
 fn quick() -> ExecOptions {
     ExecOptions {
@@ -192,13 +192,6 @@ fn a_store_past_the_table_is_explained_against_the_table() {
 /// the older generations and every mutant (crashing ones included).
 #[test]
 fn programs_in_one_executor_equal_each_run_alone() {
-    let tree = |t: &str| {
-        Source::KernelTree(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/fixtures")
-                .join(t),
-        )
-    };
     let mut sources = vec![Source::Reference, tree("rfc"), tree("v2")];
     sources.extend(
         lazymmu_target::sources::mutant_paths()

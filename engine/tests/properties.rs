@@ -5,33 +5,17 @@
 use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel};
 use lazymmu_engine::mutate::mutate;
 use lazymmu_engine::rng::Rng;
-use lazymmu_engine::Differ;
 use lazymmu_harness::contract;
 use lazymmu_harness::gen::from_bytes;
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Op, Program};
 use lazymmu_target::Source;
+use lazymmu_testkit::{differ, mutant, programs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 
-fn mutant(name: &str) -> Source {
-    Source::Mutant(lazymmu_target::sources::mutant(name).unwrap())
-}
-
-fn differ(s: &Source) -> Differ {
-    Differ::new(lazymmu_target::load(s).unwrap_or_else(|e| panic!("{e}")))
-}
-
 fn executor(s: &Source) -> lazymmu_engine::executor::Executor {
-    lazymmu_engine::executor::Executor::new(differ(s), Default::default()).unwrap()
-}
-
-fn programs(seed: u64, n: usize, mode: Mode) -> impl Iterator<Item = Program> {
-    let mut rng = Rng::new(seed);
-    (0..n).map(move |_| {
-        let len = 64 + rng.below(1024);
-        from_bytes(&rng.bytes(len), mode)
-    })
+    lazymmu_testkit::executor(s, Default::default())
 }
 
 fn without_sections(mut p: Program) -> Program {

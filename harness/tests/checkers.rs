@@ -6,30 +6,9 @@ use std::path::PathBuf;
 
 use lazymmu_harness::check::{self, Class, Verdict};
 use lazymmu_harness::contract;
-use lazymmu_lang::text::parse;
 use lazymmu_lang::Program;
 use lazymmu_target::Source;
-
-fn mutant(name: &str) -> Source {
-    Source::Mutant(lazymmu_target::sources::mutant(name).unwrap())
-}
-
-fn fixture(rel: &str) -> Source {
-    Source::File(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/fixtures")
-            .join(rel),
-    )
-}
-
-fn program(src: &str) -> Program {
-    let p = parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
-    if p.config.mode == lazymmu_lang::Mode::Realistic {
-        let v = contract::violations(&p);
-        assert!(v.is_empty(), "test program is not realistic: {}", v[0]);
-    }
-    p
-}
+use lazymmu_testkit::{fixture, mutant, program};
 
 /// The implementation's trace against the oracle's, checked: what the engine's Differ
 /// does, without the engine.

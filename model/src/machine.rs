@@ -466,12 +466,7 @@ impl Machine {
     /// A kernel load of a PTE (`__ptep_get`). A PTE that does not exist is a wild access.
     pub fn read(&mut self, p: PteRef) -> u64 {
         if !self.exists(p) {
-            self.report(Event::WildAccess {
-                mm: p.mm,
-                table: p.table,
-                offset: p.index as i64 * 8,
-                write: false,
-            });
+            self.wild_ref(p, false);
             return 0;
         }
         self.pte(p)
@@ -480,12 +475,7 @@ impl Machine {
     /// A kernel store to a PTE (`__set_pte`), checked against the IPTE rule.
     pub fn store(&mut self, p: PteRef, new: u64) {
         if !self.exists(p) {
-            self.report(Event::WildAccess {
-                mm: p.mm,
-                table: p.table,
-                offset: p.index as i64 * 8,
-                write: true,
-            });
+            self.wild_ref(p, true);
             return;
         }
         let old = self.pte(p);
@@ -504,6 +494,16 @@ impl Machine {
             }
         }
         self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = new;
+    }
+
+    /// An access to a PTE the program's tables do not have.
+    fn wild_ref(&mut self, p: PteRef, write: bool) {
+        self.report(Event::WildAccess {
+            mm: p.mm,
+            table: p.table,
+            offset: p.index as i64 * 8,
+            write,
+        });
     }
 
     /// A wild access through a host pointer, reported against the nearest table.
@@ -629,12 +629,7 @@ impl Machine {
     /// this CPU (`local`) or on every CPU.
     pub fn ipte(&mut self, p: PteRef, local: bool) {
         if !self.exists(p) {
-            self.report(Event::WildAccess {
-                mm: p.mm,
-                table: p.table,
-                offset: p.index as i64 * 8,
-                write: true,
-            });
+            self.wild_ref(p, true);
             return;
         }
         self.issue(HwEvent::Ipte { pte: p, local });
@@ -722,12 +717,7 @@ impl Machine {
     /// RDP: clears the P bit; the entry stays valid and TLB entries are refreshed.
     pub fn rdp(&mut self, p: PteRef) {
         if !self.exists(p) {
-            self.report(Event::WildAccess {
-                mm: p.mm,
-                table: p.table,
-                offset: p.index as i64 * 8,
-                write: true,
-            });
+            self.wild_ref(p, true);
             return;
         }
         self.issue(HwEvent::Rdp { pte: p });

@@ -32,6 +32,7 @@
 
 #include <linux/pgtable.h>
 #include <asm/lazy_mmu.h>
+#include <shim/op.h>
 
 #ifndef LAZYMMU_GEN
 #error "LAZYMMU_GEN must be 1 (RFC), 2 (v2) or 3 (v3+)"
@@ -290,44 +291,8 @@ static void shim_cpu_offline(int cpu) { (void)cpu; }
 
 /* ---- the entry points the rig calls ---- */
 
-enum lazymmu_op_kind {
-	LAZYMMU_ENABLE = 0,
-	LAZYMMU_ENABLE_WITH_PTES,
-	LAZYMMU_DISABLE,
-	LAZYMMU_PAUSE,
-	LAZYMMU_RESUME,
-	LAZYMMU_IS_ACTIVE,
-	LAZYMMU_SET_PTE,
-	LAZYMMU_SET_PTES,
-	LAZYMMU_PTE_CLEAR,
-	LAZYMMU_PTEP_GET,
-	LAZYMMU_GET_AND_CLEAR,
-	LAZYMMU_GET_AND_CLEAR_FULL,
-	LAZYMMU_TEST_AND_CLEAR_YOUNG,
-	LAZYMMU_MODIFY_PROT_START,
-	LAZYMMU_MODIFY_PROT_COMMIT,
-	LAZYMMU_SET_WRPROTECT,
-	LAZYMMU_GET_LOCKLESS,
-	LAZYMMU_CLEAR_FLUSH,
-	LAZYMMU_FLUSH_TLB_RANGE,
-	LAZYMMU_FLUSH_TLB_MM,
-	LAZYMMU_SWITCH_IN,
-	LAZYMMU_CPU_ONLINE,
-	LAZYMMU_CPU_OFFLINE,
-};
+/* enum lazymmu_op_kind and struct lazymmu_op: <shim/op.h>. */
 
-struct lazymmu_op {
-	int kind;
-	int mm;
-	int is_init_mm;
-	int full;
-	unsigned long addr;
-	unsigned long end;
-	unsigned long *ptep;
-	u64 value;
-	u64 old;
-	u64 n;
-};
 
 int lazymmu_shim_abi(void)
 {

@@ -16,6 +16,10 @@ pub const SHIM_FILES: &[(&str, &str)] = &[
         include_str!("../shim/include/shim/hooks.h"),
     ),
     (
+        "include/shim/op.h",
+        include_str!("../shim/include/shim/op.h"),
+    ),
+    (
         "include/linux/pgtable.h",
         include_str!("../shim/include/linux/pgtable.h"),
     ),

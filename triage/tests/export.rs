@@ -2,39 +2,18 @@
 //! compiles against the rig's shim and expects the eager values, the JSON carries the
 //! finding, the SVG has its lanes and the red marker.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lazymmu_engine::executor::Executor;
-use lazymmu_engine::Differ;
-use lazymmu_harness::contract;
 use lazymmu_lang::text::parse;
-use lazymmu_lang::Program;
 use lazymmu_model::exec::Ret;
 use lazymmu_target::Source;
+use lazymmu_testkit::{mutant, program, root};
 use lazymmu_triage::export::{self, PROGRAM_BEGIN, PROGRAM_END, WIDTH};
 use lazymmu_triage::Repro;
 
-fn mutant(name: &str) -> Source {
-    Source::Mutant(lazymmu_target::sources::mutant(name).unwrap())
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn differ(source: &Source) -> Executor {
-    let d = Differ::new(lazymmu_target::load(source).unwrap_or_else(|e| panic!("{e}")));
-    Executor::new(d, Default::default()).unwrap()
-}
-
-fn program(src: &str) -> Program {
-    let p = parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
-    if p.config.mode == lazymmu_lang::Mode::Realistic {
-        let v = contract::violations(&p);
-        assert!(v.is_empty(), "test program is not realistic: {}", v[0]);
-    }
-    p
+    lazymmu_testkit::executor(source, Default::default())
 }
 
 fn repro_on(d: &mut Executor, src: &str) -> Repro {

@@ -6,16 +6,13 @@ use lazymmu_harness::gen::from_bytes;
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
+use lazymmu_testkit::differ;
 use lazymmu_triage::dedup::{triage, write_summary};
 use lazymmu_triage::minimize::{first_signature, minimize};
 
 fn mutant(prefix: &str) -> (String, Source) {
     let p = lazymmu_target::sources::mutant(prefix).unwrap();
     (lazymmu_target::sources::mutant_name(&p), Source::Mutant(p))
-}
-
-fn differ(s: &Source) -> Differ {
-    Differ::new(lazymmu_target::load(s).unwrap())
 }
 
 /// Random realistic programs (fixed seed) on which `d` has a finding and the reference
