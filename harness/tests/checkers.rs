@@ -8,7 +8,7 @@ use lazymmu_harness::check::{self, Class, Verdict};
 use lazymmu_harness::contract;
 use lazymmu_lang::Program;
 use lazymmu_target::Source;
-use lazymmu_testkit::{fixture, mutant, program};
+use lazymmu_testkit::{fixture, mutant, program, TWO_CPUS};
 
 /// The implementation's trace against the oracle's, checked: what the engine's Differ
 /// does, without the engine.
@@ -36,13 +36,6 @@ fn fires_and_quiet(class: Class, bad: Source, src: &str) -> Verdict {
     );
     v
 }
-
-const TWO_CPUS: &str = "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
-mm0 user attach=0,1 tables=1
-init mm0 t0[1] = 0x1a03d
-init mm0 t0[2] = 0x2b03d
-init mm0 t0[4] = 0x3c03d
-";
 
 #[test]
 fn return_divergence() {

@@ -11,6 +11,15 @@ use lazymmu_harness::gen::from_bytes;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
+/// The header of the test suites' two-CPU programs: one user mm run by both CPUs, three
+/// valid PTEs. Steps follow.
+pub const TWO_CPUS: &str = "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=0,1 tables=1
+init mm0 t0[1] = 0x1a03d
+init mm0 t0[2] = 0x2b03d
+init mm0 t0[4] = 0x3c03d
+";
+
 /// The repository's root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -8,7 +8,7 @@ use lazymmu_engine::executor::Executor;
 use lazymmu_lang::text::parse;
 use lazymmu_model::exec::Ret;
 use lazymmu_target::Source;
-use lazymmu_testkit::{mutant, program, root};
+use lazymmu_testkit::{mutant, program, root, TWO_CPUS};
 use lazymmu_triage::export::{self, PROGRAM_BEGIN, PROGRAM_END, WIDTH};
 use lazymmu_triage::Repro;
 
@@ -25,13 +25,6 @@ fn repro_on(d: &mut Executor, src: &str) -> Repro {
     );
     r
 }
-
-const TWO_CPUS: &str = "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
-mm0 user attach=0,1 tables=1
-init mm0 t0[1] = 0x1a03d
-init mm0 t0[2] = 0x2b03d
-init mm0 t0[4] = 0x3c03d
-";
 
 /// A finding, the mutant that has it, its expected first signature and step.
 struct Case {
