@@ -178,6 +178,51 @@ struct FuzzArgs {
     timeout: u64,
 }
 
+/// The hidden `fuzz-worker` command's arguments (campaign::WorkerArgs::command_line
+/// writes them).
+#[derive(Args)]
+struct WorkerCliArgs {
+    #[command(flatten)]
+    implementation: ImplArgs,
+    #[arg(long, default_value_t = 0)]
+    worker: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "realistic")]
+    mode: ModeSel,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    seeds: PathBuf,
+    #[arg(long)]
+    runs: Option<u64>,
+    #[arg(long)]
+    time: Option<f64>,
+    /// Stop at the first finding the reference does not show.
+    #[arg(long)]
+    kill: bool,
+    #[arg(long, default_value_t = 1000)]
+    timeout: u64,
+}
+
+impl WorkerCliArgs {
+    fn run(self) -> Result<(), String> {
+        let args = campaign::WorkerArgs {
+            source: self.implementation.source()?.unwrap_or(Source::Reference),
+            worker: self.worker,
+            seed: self.seed,
+            mode: self.mode,
+            out: self.out,
+            seeds: self.seeds,
+            runs: self.runs,
+            time: self.time.map(Duration::from_secs_f64),
+            kill: self.kill,
+            timeout: Duration::from_millis(self.timeout),
+        };
+        campaign::run_worker(&args, Some(crash_minimizer())).map(|_| ())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print a trace of a program, step by step: what each call returned, which IPTEs it
@@ -218,29 +263,7 @@ enum Command {
     Fuzz(FuzzArgs),
     /// One fuzzing worker (started by `fuzz` and `mutants`).
     #[command(hide = true)]
-    FuzzWorker {
-        #[command(flatten)]
-        implementation: ImplArgs,
-        #[arg(long, default_value_t = 0)]
-        worker: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, value_enum, default_value = "realistic")]
-        mode: ModeSel,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        seeds: PathBuf,
-        #[arg(long)]
-        runs: Option<u64>,
-        #[arg(long)]
-        time: Option<f64>,
-        /// Stop at the first finding the reference does not show.
-        #[arg(long)]
-        kill: bool,
-        #[arg(long, default_value_t = 1000)]
-        timeout: u64,
-    },
+    FuzzWorker(WorkerCliArgs),
     /// Fuzz every mutant in target/mutants (realistic and adversarial programs) until a
     /// program shows a finding the reference does not, and print a table: mutant, bug
     /// class, killed, time and programs to kill, signature. Exits 1 if any survives.
@@ -754,32 +777,7 @@ fn main() -> ExitCode {
         Command::Compile { implementation } => compile(&implementation),
         Command::Check { file } => check(&file),
         Command::Fuzz(a) => fuzz(a),
-        Command::FuzzWorker {
-            implementation,
-            worker,
-            seed,
-            mode,
-            out,
-            seeds,
-            runs,
-            time,
-            kill,
-            timeout,
-        } => (|| {
-            let args = campaign::WorkerArgs {
-                source: implementation.source()?.unwrap_or(Source::Reference),
-                worker,
-                seed,
-                mode,
-                out,
-                seeds,
-                runs,
-                time: time.map(Duration::from_secs_f64),
-                kill,
-                timeout: Duration::from_millis(timeout),
-            };
-            campaign::run_worker(&args, Some(crash_minimizer())).map(|_| ())
-        })(),
+        Command::FuzzWorker(w) => w.run(),
         Command::Mutants {
             budget,
             jobs,
