@@ -449,6 +449,22 @@ fn value_c(v: u64) -> String {
     format!("{v:#x}UL")
 }
 
+/// The KUnit comment that marks the first divergence (`place`: "here", "at the end").
+fn divergence_comment(out: &mut String, r: &Repro, place: &str) {
+    if let Some(f) = r.first() {
+        let lines = wrap(
+            &format!(
+                ">> {} diverges {place}: {} where the eager code gives {}.",
+                r.implementation, f.target, f.oracle
+            ),
+            90,
+            "",
+            "   ",
+        );
+        c_block_comment(out, "\t", &lines);
+    }
+}
+
 /// Comment lines `/* ... */` wrapped for C, at one tab of indent.
 fn c_block_comment(out: &mut String, indent: &str, text: &[String]) {
     writeln!(out, "{indent}/*").unwrap();
@@ -1002,18 +1018,7 @@ fn kunit_function(r: &Repro, name: &str, task: u8, numbers: &[usize]) -> String 
             }
         }
         if diverging == Some(i) {
-            if let Some(f) = r.first() {
-                let lines = wrap(
-                    &format!(
-                        ">> {} diverges here: {} where the eager code gives {}.",
-                        r.implementation, f.target, f.oracle
-                    ),
-                    90,
-                    "",
-                    "   ",
-                );
-                c_block_comment(&mut out, "\t", &lines);
-            }
+            divergence_comment(&mut out, r, "here");
         }
         if multi && !matches!(how, Render::Comment(_)) {
             writeln!(out, "\tlazy_mmu_test_cpu(test, {});", s.cpu).unwrap();
@@ -1053,20 +1058,9 @@ fn kunit_function(r: &Repro, name: &str, task: u8, numbers: &[usize]) -> String 
             written.clear();
         }
     }
-    if diverging.is_some_and(|d| d >= p.steps.len()) {
-        if let Some(f) = r.first() {
-            writeln!(out).unwrap();
-            let lines = wrap(
-                &format!(
-                    ">> {} diverges at the end: {} where the eager code gives {}.",
-                    r.implementation, f.target, f.oracle
-                ),
-                90,
-                "",
-                "   ",
-            );
-            c_block_comment(&mut out, "\t", &lines);
-        }
+    if diverging.is_some_and(|d| d >= p.steps.len()) && r.first().is_some() {
+        writeln!(out).unwrap();
+        divergence_comment(&mut out, r, "at the end");
     }
 
     // Memory at the end: every entry either side changed, and the finding's.
