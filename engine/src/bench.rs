@@ -17,7 +17,7 @@ use crate::campaign::executor;
 use crate::executor::{ExecOptions, Outcome};
 use crate::fuzz::{Config, Fuzzer, Minimizer, ModeSel, Stats};
 use crate::out::OutDir;
-use crate::Differ;
+use lazymmu_harness::Differ;
 
 /// Throughput on one core: the target alone, the oracle alone, and the full check.
 pub fn throughput(programs: usize, seed: u64) -> Result<(), String> {

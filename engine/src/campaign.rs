@@ -104,7 +104,7 @@ pub fn executor(source: &Source, timeout: Duration) -> Result<Executor, String> 
         timeout,
         ..ExecOptions::default()
     };
-    Executor::new(crate::Differ::new(kernel), opts)
+    Executor::new(lazymmu_harness::Differ::new(kernel), opts)
         .map_err(|e| format!("cannot set up executors: {e}"))
 }
 

@@ -30,7 +30,7 @@ use lazymmu_model::machine::Machine;
 use serde::{Deserialize, Serialize};
 
 use crate::symbolize::{site_in, Frame, Symbolizer};
-use crate::Differ;
+use lazymmu_harness::Differ;
 
 const MAX_FRAMES: usize = 64;
 const MAX_BASES: usize = 64;

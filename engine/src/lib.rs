@@ -2,9 +2,8 @@
 //! through the C implementation and the eager oracle, and the checkers compare the two
 //! traces); the middle of the pipeline (docs/architecture.md#crates).
 //!
-//! * `Differ`: the entry point (also what the fuzz targets call); `Checker`: what the
-//!   minimizer and the corpus tools need, given in-process (`Differ`) or crash-proof
-//!   (`Executor`).
+//! * `Checker`: what the minimizer and the corpus tools need, given in-process
+//!   (lazymmu-harness's `Differ`) or crash-proof (`Executor`).
 //! * `executor`: crash-proof execution: the implementation runs in disposable executor
 //!   processes forked from the supervisor; crashes and hangs become symbolized reports
 //!   (`symbolize`: PCs to function and file:line from the object's debug info).
@@ -26,40 +25,9 @@ pub mod progress;
 pub mod rng;
 pub mod symbolize;
 
-use lazymmu_harness::check::{self, Verdict};
+use lazymmu_harness::check::Verdict;
+use lazymmu_harness::Differ;
 use lazymmu_lang::Program;
-use lazymmu_model::exec::Trace;
-use lazymmu_target::CKernel;
-
-/// One implementation under test, checked against the oracle.
-pub struct Differ {
-    pub kernel: CKernel,
-    /// The generation's "nothing pending" value.
-    pub marker: u64,
-}
-
-impl Differ {
-    pub fn new(kernel: CKernel) -> Self {
-        let marker = kernel.library().generation.marker();
-        Differ { kernel, marker }
-    }
-
-    pub fn name(&self) -> String {
-        self.kernel.library().name.clone()
-    }
-
-    /// Both traces and the verdict.
-    pub fn run(&mut self, p: &Program) -> (Trace, Trace, Verdict) {
-        let target = lazymmu_model::run(p, &mut self.kernel);
-        let oracle = lazymmu_oracle::run(p);
-        let verdict = check::check(p, &target, &oracle, self.marker);
-        (target, oracle, verdict)
-    }
-
-    pub fn verdict(&mut self, p: &Program) -> Verdict {
-        self.run(p).2
-    }
-}
 
 /// Gives the verdict of a program against the oracle. `Differ` runs the implementation in
 /// this process (only for code that cannot crash it); `Executor` runs it in a disposable

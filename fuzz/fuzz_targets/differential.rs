@@ -4,7 +4,7 @@
 
 use std::sync::{LazyLock, Mutex};
 
-use lazymmu_engine::Differ;
+use lazymmu_harness::Differ;
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};
 
 static DIFFER: LazyLock<Mutex<Differ>> =

@@ -7,7 +7,7 @@
 
 use std::sync::{LazyLock, Mutex};
 
-use lazymmu_engine::Differ;
+use lazymmu_harness::Differ;
 use lazymmu_target::Source;
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use lazymmu_engine::executor::{ExecOptions, Executor};
 use lazymmu_engine::rng::Rng;
-use lazymmu_engine::Differ;
 use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::Differ;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 

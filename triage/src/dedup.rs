@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lazymmu_engine::executor::{ExecOptions, Executor};
-use lazymmu_engine::Differ;
 use lazymmu_harness::check::{Class, Finding};
 use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::Differ;
 use lazymmu_lang::program::MmKind;
 use lazymmu_lang::reprofile::{Expected, ReproFile};
 use lazymmu_lang::{Mode, Program};

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lazymmu_engine::executor::Executor;
-use lazymmu_engine::Differ;
+use lazymmu_harness::Differ;
 use lazymmu_target::Source;
 use lazymmu_triage::dedup::load_input;
 use lazymmu_triage::{export, kunit_run, Repro};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use lazymmu_engine::executor::Executor;
-use lazymmu_engine::Differ;
+use lazymmu_harness::Differ;
 use lazymmu_lang::reprofile::{Expected, ReproFile};
 use lazymmu_target::Source;
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use lazymmu_engine::executor::Executor;
-use lazymmu_engine::Differ;
 use lazymmu_harness::check::Class;
+use lazymmu_harness::Differ;
 use lazymmu_lang::text::parse;
 use lazymmu_model::report::trace_text;
 use lazymmu_target::Source;

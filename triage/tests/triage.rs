@@ -1,8 +1,8 @@
 //! Minimization and grouping of findings.
 
 use lazymmu_engine::rng::Rng;
-use lazymmu_engine::Differ;
 use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::Differ;
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;

@@ -15,7 +15,7 @@
  * expectations cannot see: a store that changes a valid PTE without an IPTE first
  * (docs/semantics.md#rule-store-valid; the lazy policy's `old | I` on an mm attached to
  * this CPU alone, and stores to an mm no CPU runs, are allowed, as in
- * harness/src/machine.rs), an ultravisor call on a valid PTE, an assertion of the shim,
+ * model/src/machine.rs), an ultravisor call on a valid PTE, an assertion of the shim,
  * and a stale TLB entry after the caller's flush.
  */
 #define LAZY_MMU_TEST_GLUE_IMPL
