@@ -2,8 +2,8 @@
 //! crates/fuzzing: generators, oracles and checkers live in the library crates; the fuzz
 //! targets only decode an input, run it and report.
 
-use lazymmu_harness::Differ;
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
+use lazymmu_harness::Differ;
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::Program;
 
