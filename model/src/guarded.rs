@@ -16,12 +16,11 @@
 //! built per program at fuzzing rates: the hot path never calls mmap or mprotect.
 //!
 //! Also here: `explain_address`, which names a host address the way a kernel person
-//! reads it, and `FaultTrap`, which records the address of a fault in a forked child.
+//! reads it (the executor's crash reports use it).
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::machine::PageTable;
@@ -326,137 +325,6 @@ pub fn explain_address(addr: usize, bases: &[(u8, u8, usize)]) -> String {
     }
 }
 
-/// The trap page of the armed `FaultTrap`, for the signal handler.
-static TRAP_PAGE: AtomicPtr<u64> = AtomicPtr::new(std::ptr::null_mut());
-
-/// Words of the trap page: fault flag, fault address, number of bases, then per base
-/// (mm << 8 | table, address).
-const TRAP_FLAG: usize = 0;
-const TRAP_ADDR: usize = 1;
-const TRAP_NBASES: usize = 2;
-const TRAP_BASES: usize = 3;
-
-extern "C" fn on_fault(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    let page = TRAP_PAGE.load(Ordering::Relaxed);
-    if !page.is_null() && !info.is_null() {
-        // SAFETY: the kernel passes a valid siginfo; the page stays mapped while armed.
-        // Plain volatile stores are async-signal-safe.
-        unsafe {
-            page.add(TRAP_ADDR)
-                .write_volatile((*info).si_addr() as usize as u64);
-            page.add(TRAP_FLAG).write_volatile(1);
-        }
-    }
-    // SA_RESETHAND restored the default action: returning re-runs the faulting
-    // instruction, which now kills the process with the same signal, as without us.
-}
-
-/// Records where a forked child faulted: made by the parent before the fork (the page is
-/// MAP_SHARED, so the parent sees what the child writes), armed in the child.
-pub struct FaultTrap {
-    page: NonNull<u64>,
-}
-
-impl Default for FaultTrap {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FaultTrap {
-    pub fn new() -> FaultTrap {
-        // SAFETY: a fresh anonymous shared mapping of one page.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert!(p != libc::MAP_FAILED, "mmap of the fault trap failed");
-        FaultTrap {
-            page: NonNull::new(p.cast()).expect("mmap returned NULL"),
-        }
-    }
-
-    fn word(&self, i: usize) -> *mut u64 {
-        assert!(i < page_size() / 8);
-        // SAFETY: in bounds of the page (checked above).
-        unsafe { self.page.as_ptr().add(i) }
-    }
-
-    /// Catches SIGSEGV and SIGBUS in this process (the child): the fault address is
-    /// recorded, then the process dies of the signal as it would have.
-    pub fn arm(&self) {
-        TRAP_PAGE.store(self.page.as_ptr(), Ordering::SeqCst);
-        // SAFETY: installing a handler that only does volatile stores; the sigaction
-        // struct is fully initialised (zeroed, then the fields set).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_fault as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
-            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
-        }
-    }
-
-    /// The address of the fault the child died of, if it faulted.
-    pub fn fault_address(&self) -> Option<usize> {
-        // SAFETY: in-bounds volatile loads from our page.
-        unsafe {
-            (self.word(TRAP_FLAG).read_volatile() != 0)
-                .then(|| self.word(TRAP_ADDR).read_volatile() as usize)
-        }
-    }
-
-    /// Passes the child's `Machine::table_bases()` to the parent.
-    pub fn set_bases(&self, bases: &[(u8, u8, usize)]) {
-        let max = (page_size() / 8 - TRAP_BASES) / 2;
-        let bases = &bases[..bases.len().min(max)];
-        // SAFETY: in-bounds volatile stores to our page.
-        unsafe {
-            for (k, &(m, t, b)) in bases.iter().enumerate() {
-                self.word(TRAP_BASES + 2 * k)
-                    .write_volatile((m as u64) << 8 | t as u64);
-                self.word(TRAP_BASES + 2 * k + 1).write_volatile(b as u64);
-            }
-            self.word(TRAP_NBASES).write_volatile(bases.len() as u64);
-        }
-    }
-
-    /// What the child passed with `set_bases`.
-    pub fn bases(&self) -> Vec<(u8, u8, usize)> {
-        // SAFETY: in-bounds volatile loads from our page.
-        unsafe {
-            let n = self.word(TRAP_NBASES).read_volatile() as usize;
-            (0..n)
-                .map(|k| {
-                    let mt = self.word(TRAP_BASES + 2 * k).read_volatile();
-                    let b = self.word(TRAP_BASES + 2 * k + 1).read_volatile();
-                    ((mt >> 8) as u8, mt as u8, b as usize)
-                })
-                .collect()
-        }
-    }
-}
-
-impl Drop for FaultTrap {
-    fn drop(&mut self) {
-        let _ = TRAP_PAGE.compare_exchange(
-            self.page.as_ptr(),
-            std::ptr::null_mut(),
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        // SAFETY: our own mapping; the handler no longer points at it.
-        unsafe { libc::munmap(self.page.as_ptr().cast(), page_size()) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,20 +431,5 @@ mod tests {
         t[0].poison_mut()[0] = 9;
         assert_eq!(t[0].take_poison_hits(), vec![(-(n as i64) * 8, 9), (-8, 7)]);
         assert!(t[0].take_poison_hits().is_empty());
-    }
-
-    #[test]
-    fn fault_trap_records_the_address_and_the_bases() {
-        let trap = FaultTrap::new();
-        let r: Result<u32, _> = run_in_child(|| {
-            trap.set_bases(&[(1, 2, 0x7f00_0000_0800)]);
-            trap.arm();
-            // SAFETY: a deliberate fault at a known address.
-            unsafe { (0x18 as *mut u64).write_volatile(1) };
-            0
-        });
-        assert_eq!(r.unwrap_err().signal, Some(libc::SIGSEGV));
-        assert_eq!(trap.fault_address(), Some(0x18));
-        assert_eq!(trap.bases(), vec![(1, 2, 0x7f00_0000_0800)]);
     }
 }
