@@ -25,17 +25,23 @@
 //!   KASAN shadow callbacks pause first).
 //! * `set_pte`, `set_ptes` and `pte_clear` only store over entries that are invalid (in
 //!   eager terms), with values a kernel stores (never a marker value or random bits).
-//! * `ptep_get_and_clear_full(full=1)` only runs on a user mm no CPU runs (exit_mmap).
+//! * `ptep_get_and_clear_full(full=1)` only runs in a user mm's teardown phase (exit_mmap):
+//!   the first one begins it, on an mm no CPU runs and whose TLB entries are purged on every
+//!   CPU; until `flush_tlb_mm` of the mm ends it, nothing stores a new PTE into the mm
+//!   (`set_pte`, `set_ptes`, `ptep_modify_prot_start`), no CPU switches to it and no hardware
+//!   access reaches it.
 //! * `ptep_modify_prot_start` is followed by that CPU's `ptep_modify_prot_commit` on the
 //!   same PTE, with nothing of that CPU in between.
 //! * `switch_mm`, `cpu_offline` and `flush_tlb_*` run in task context with nothing open.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use lazymmu_lang::program::*;
 use lazymmu_lang::pte::{self, PteClass, PTRS_PER_PTE};
 use lazymmu_model::exec::Stepper;
-use lazymmu_model::machine::LazyState;
+use lazymmu_model::machine::{HwEvent, LazyState};
 use lazymmu_oracle::Eager;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +136,11 @@ pub struct ContractState {
     /// Steps applied so far.
     applied: usize,
     pub attach: Vec<u8>,
+    /// Per mm: in its teardown phase (from the first `full=1` clear to `flush_tlb_mm`).
+    pub teardown: Vec<bool>,
+    /// Purges the eager code owes (docs/semantics.md#rule-stale-tlb): per PTE, values it
+    /// replaced with an invalidation and the CPUs whose TLB entries of them must go.
+    owed: BTreeMap<PteRef, Vec<(u64, u8)>>,
 }
 
 impl ContractState {
@@ -155,7 +166,46 @@ impl ContractState {
             eager: Stepper::new(config, Eager),
             applied: 0,
             attach: config.mms.iter().map(|m| m.attach_mask).collect(),
+            teardown: vec![false; config.mms.len()],
+            owed: BTreeMap::new(),
         }
+    }
+
+    /// Whether the eager code's own semantics owe the purge of a TLB entry of `cpu` that
+    /// holds `value` for `p` (which memory no longer holds): the change that replaced it
+    /// was made with an IPTE covering that CPU, or with a full flush owed. Changes that
+    /// owe nothing (a `full=1` clear, a plain store) and purges that happen by accident
+    /// (an IDTE owed by another PTE, an IPTE owed by a later value) do not count.
+    pub fn owes_purge(&self, cpu: u8, p: PteRef, value: u64) -> bool {
+        self.owed.get(&p).is_some_and(|v| {
+            v.iter()
+                .any(|&(x, mask)| x == value && mask & (1 << cpu) != 0)
+        })
+    }
+
+    /// Whether a `full=1` clear may run on `mm` now: in its teardown phase, or able to begin
+    /// one (a user mm no CPU runs, its TLB entries purged everywhere).
+    pub fn full_clear_allowed(&self, mm: u8) -> bool {
+        !self.is_init(mm)
+            && self.attach[mm as usize] == 0
+            && (self.teardown[mm as usize] || !self.tlb_holds(mm))
+    }
+
+    /// Whether any CPU's TLB (in eager terms) holds an entry of `mm`.
+    fn tlb_holds(&self, mm: u8) -> bool {
+        let (lo, hi) = (PteRef::new(mm, 0, 0), PteRef::new(mm, u8::MAX, u16::MAX));
+        self.eager
+            .machine
+            .cpus
+            .iter()
+            .any(|c| c.tlb.range(lo..=hi).next().is_some())
+    }
+
+    /// The eager kernel's machine at the steps applied so far: the hardware's and the
+    /// generic layer's view (interrupt depth, lazy-MMU counts), whatever the caller's
+    /// frames say.
+    pub fn machine(&self) -> &lazymmu_model::machine::Machine {
+        &self.eager.machine
     }
 
     /// The eager value of `p` now.
@@ -285,6 +335,7 @@ impl ContractState {
                 Ok(())
             }
         };
+        self.teardown_allows(step)?;
         match step.op {
             Op::Enable | Op::Pause | Op::IsLazyActive => Ok(()),
             Op::EnableWithPtes { range, ptep } => {
@@ -372,6 +423,12 @@ impl ContractState {
                 touch(pte)?;
                 if self.is_init(pte.mm) || self.attach[pte.mm as usize] != 0 {
                     Err("ptep_get_and_clear_full(full=1) on an mm that is still running".into())
+                } else if !self.teardown[pte.mm as usize] && self.tlb_holds(pte.mm) {
+                    Err(format!(
+                        "ptep_get_and_clear_full(full=1) begins the teardown of mm{} while a \
+                         CPU's TLB still holds its entries",
+                        pte.mm
+                    ))
                 } else {
                     Ok(())
                 }
@@ -432,8 +489,28 @@ impl ContractState {
         }
     }
 
-    /// Follows `step` (whether or not it keeps the contract): frames, generic-layer counts
-    /// and eager values. Never panics on a valid program.
+    /// What an mm's teardown phase forbids: new PTEs, a CPU running it, hardware access.
+    fn teardown_allows(&self, step: &Step) -> Result<(), String> {
+        let (mm, what) = match step.op {
+            Op::SetPte { pte, .. } | Op::SetPtes { pte, .. } | Op::ModifyProtStart { pte } => {
+                (pte.mm, step.op.name())
+            }
+            Op::SwitchMm { mm: Some(m) } => (m, "switch_mm"),
+            Op::Access { pte, .. } => (pte.mm, "a hardware access"),
+            _ => return Ok(()),
+        };
+        if self.teardown[mm as usize] {
+            Err(format!(
+                "{what} into mm{mm} during its teardown (from ptep_get_and_clear_full(full=1) \
+                 to flush_tlb_mm)"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Follows `step` (whether or not it keeps the contract): frames, generic-layer counts,
+    /// eager values and the purges they owe. Never panics on a valid program.
     pub fn apply(&mut self, step: &Step) {
         let c = step.cpu as usize;
         // The caller's state first: a modify-prot start records the value before the
@@ -441,8 +518,47 @@ impl ContractState {
         if self.cpus[c].online || step.op == Op::CpuOnline {
             self.track(step);
         }
-        self.eager.step(self.applied, step);
+        let invalidated = match step.op {
+            Op::PtepGetAndClear { pte }
+            | Op::PtepGetAndClearFull { pte, full: false }
+            | Op::PtepTestAndClearYoung { pte }
+            | Op::ModifyProtStart { pte }
+            | Op::SetWrprotect { pte }
+            | Op::PtepClearFlush { pte } => Some((pte, self.value(pte))),
+            _ => None,
+        };
+        let (_, events) = self.eager.step(self.applied, step);
         self.applied += 1;
+        if !step.op.is_pte_update() {
+            return;
+        }
+        // A value stored again may be cached again: its old obligations lapse.
+        let n = match step.op {
+            Op::SetPtes { n, .. } => n,
+            _ => 1,
+        };
+        let first = step.op.pte().expect("a PTE update names its PTE");
+        for k in 0..n {
+            let p = first.offset(k);
+            if let Some(v) = self.owed.get_mut(&p) {
+                let now = self.eager.machine.pte(p);
+                v.retain(|&(x, _)| x != now);
+            }
+        }
+        let Some((p, old)) = invalidated.filter(|&(_, old)| pte::valid(old)) else {
+            return;
+        };
+        let mask = owed_mask(&events, p, step.cpu).or(self.eager.machine.mms[p.mm as usize]
+            .ctx
+            .flush_mm
+            .then_some(u8::MAX));
+        if let Some(mask) = mask {
+            let v = self.owed.entry(p).or_default();
+            match v.iter_mut().find(|(x, _)| *x == old) {
+                Some((_, m)) => *m |= mask,
+                None => v.push((old, mask)),
+            }
+        }
     }
 
     /// The caller's side of a step: sections, pauses, interrupts, locks, transactions,
@@ -500,6 +616,8 @@ impl ContractState {
                 self.cpus[c].prot = Some((pte, v));
             }
             Op::ModifyProtCommit { .. } => self.cpus[c].prot = None,
+            Op::PtepGetAndClearFull { pte, full: true } => self.teardown[pte.mm as usize] = true,
+            Op::FlushTlbMm { mm } => self.teardown[mm as usize] = false,
             Op::SwitchMm { mm } => {
                 for (m, cfg) in self.config.mms.iter().enumerate() {
                     if cfg.kind == MmKind::User {
@@ -546,8 +664,40 @@ impl ContractState {
                 out.push((c as u8, format!("{f} still open at the end")));
             }
         }
+        for (m, _) in self.teardown.iter().enumerate().filter(|(_, t)| **t) {
+            out.push((
+                0,
+                format!("the teardown of mm{m} is not ended by flush_tlb_mm"),
+            ));
+        }
         out
     }
+}
+
+/// The CPUs whose TLB entries of `p` the step's own IPTE purged: every CPU for a global
+/// IPTE or IPTE-range covering `p`, the issuing CPU for a local one.
+fn owed_mask(events: &[HwEvent], p: PteRef, cpu: u8) -> Option<u8> {
+    let mut mask = 0u8;
+    for e in events {
+        let (covers, local) = match *e {
+            HwEvent::Ipte { pte, local } => (pte == p, local),
+            HwEvent::IpteRange {
+                mm,
+                table,
+                first,
+                count,
+                local,
+            } => (
+                mm == p.mm && table == p.table && p.index >= first && p.index < first + count,
+                local,
+            ),
+            _ => continue,
+        };
+        if covers {
+            mask |= if local { 1 << cpu } else { u8::MAX };
+        }
+    }
+    (mask != 0).then_some(mask)
 }
 
 fn pop(frames: &mut Vec<Frame>, want: Frame) {

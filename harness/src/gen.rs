@@ -439,18 +439,19 @@ impl Gen {
             Kind::Switch => {
                 let users = self.user_mms();
                 let i = u.int_in_range(0..=users.len())?;
-                Some(Op::SwitchMm {
-                    mm: users.get(i).copied(),
-                })
+                let mm = users.get(i).copied();
+                // No CPU runs an mm being torn down.
+                (!mm.is_some_and(|m| self.st.teardown[m as usize])).then_some(Op::SwitchMm { mm })
             }
             Kind::Offline => Some(Op::CpuOffline),
             Kind::Lockless => Some(Op::PtepGetLockless {
                 pte: self.any_pte(u, cpu)?,
             }),
-            Kind::Access => Some(Op::Access {
-                pte: self.any_pte(u, cpu)?,
-                write: u.arbitrary()?,
-            }),
+            Kind::Access => {
+                let pte = self.any_pte(u, cpu)?;
+                let write = u.arbitrary()?;
+                (!self.st.teardown[pte.mm as usize]).then_some(Op::Access { pte, write })
+            }
             Kind::PteOp => self.pte_op(u, cpu)?,
         })
     }
@@ -544,7 +545,9 @@ impl Gen {
         }
         let v = self.st.value(pte);
         let user = self.config().mms[pte.mm as usize].kind == MmKind::User;
-        let exiting = user && self.st.attach[pte.mm as usize] == 0;
+        let exiting = user && self.st.full_clear_allowed(pte.mm);
+        // Nothing stores a new PTE into an mm being torn down.
+        let storable = !self.st.teardown[pte.mm as usize];
         #[derive(Clone, Copy)]
         enum P {
             Set,
@@ -565,15 +568,15 @@ impl Gen {
         let choice = pick(
             u,
             &[
-                (w(invalid, 30), P::Set),
-                (w(invalid, 6), P::Sets),
+                (w(invalid && storable, 30), P::Set),
+                (w(invalid && storable, 6), P::Sets),
                 (w(invalid, 3), P::Clear),
                 (10, P::Get),
                 (15, P::Gac),
                 (5, P::GacFull(false)),
                 (w(exiting, 8), P::GacFull(true)),
                 (8, P::Young),
-                (w(pte::pte_present(v), 8), P::ProtStart),
+                (w(pte::pte_present(v) && storable, 8), P::ProtStart),
                 (8, P::Wrprotect),
                 (w(!me_range_has(pte), 5), P::ClearFlush),
             ],
@@ -610,7 +613,8 @@ impl Gen {
         }))
     }
 
-    /// Ends the program as callers do: commit, then close everything LIFO.
+    /// Ends the program as callers do: commit, close everything LIFO, and end each mm's
+    /// teardown with its flush.
     fn close_all(&mut self, mode: Mode) {
         for c in 0..self.st.cpus.len() {
             let cpu = c as u8;
@@ -641,6 +645,20 @@ impl Gen {
                         Step {
                             cpu,
                             op: Op::FlushTlbRange { range },
+                        },
+                        mode,
+                    );
+                }
+            }
+        }
+        if let Some(cpu) = self.st.cpus.iter().position(|s| s.online) {
+            for mm in 0..self.st.teardown.len() as u8 {
+                if self.st.teardown[mm as usize] {
+                    let cpu = cpu as u8;
+                    self.push(
+                        Step {
+                            cpu,
+                            op: Op::FlushTlbMm { mm },
                         },
                         mode,
                     );
@@ -687,7 +705,12 @@ pub fn close_open(program: &mut Program) {
 fn random_op(u: &mut Unstructured<'_>, config: &MachineConfig) -> Result<Op> {
     let mm = u.int_in_range(0..=config.mms.len() as u8 - 1)?;
     let table = u.int_in_range(0..=config.mms[mm as usize].tables - 1)?;
-    let pte = PteRef::new(mm, table, u.int_in_range(0..=255)?);
+    // Half the time a populated entry: breaking the contract on a valid PTE (a store
+    // over it, say) is where hardening matters.
+    let pte = match u.choose(&config.init) {
+        Ok(i) if u.arbitrary()? => i.pte,
+        _ => PteRef::new(mm, table, u.int_in_range(0..=255)?),
+    };
     let value = gen_value(u, &PteClass::ALL)?;
     let start = u.int_in_range(0..=255u16)?;
     Ok(match u.int_in_range(0..=27u8)? {

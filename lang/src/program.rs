@@ -361,6 +361,19 @@ impl Op {
         }
     }
 
+    /// Whether the op (eagerly) writes `p`: `written_ptes` without allocating.
+    pub fn writes(&self, p: PteRef) -> bool {
+        match *self {
+            Op::SetPtes { pte, n, .. } => {
+                p.mm == pte.mm
+                    && p.table == pte.table
+                    && (pte.index..pte.index.saturating_add(n)).contains(&p.index)
+            }
+            Op::PtepGet { .. } | Op::PtepGetLockless { .. } | Op::Access { .. } => false,
+            _ => self.pte() == Some(p),
+        }
+    }
+
     /// Whether the op changes page-table values (eagerly).
     pub fn is_pte_update(&self) -> bool {
         self.pte().is_some()

@@ -45,6 +45,9 @@ pub enum SyncKind {
     NestedDisable,
     /// A pause that left an active section.
     Pause,
+    /// The end of an interrupt taken while the task's section was active: what the
+    /// interrupt updated is in memory (interrupt context never batches).
+    IrqExit,
     /// The caller's TLB flush (`flush_tlb_range`, `flush_tlb_mm`): after it, no TLB may hold
     /// a translation that differs from memory (docs/semantics.md#rule-stale-tlb).
     Flush,
@@ -74,7 +77,7 @@ pub struct Trace {
     pub layout: Vec<u8>,
     pub steps: Vec<StepRecord>,
     pub syncs: Vec<SyncPoint>,
-    /// Snapshots right after every `flush_tlb_range` / `flush_tlb_mm`.
+    /// Snapshots right after every `flush_tlb_range` / `flush_tlb_mm` / switch-in.
     pub flushes: Vec<SyncPoint>,
     /// Machine rule events, in the order they happened.
     pub events: Vec<EventRecord>,
@@ -83,8 +86,9 @@ pub struct Trace {
 }
 
 /// Which sync point, if any, a lazy-MMU op made: read off the task state before and
-/// after, so it holds for any implementation of the generic layer.
-pub fn sync_kind(op: &Op, before: LazyState, after: LazyState) -> Option<SyncKind> {
+/// after (and whether the CPU was in an interrupt), so it holds for any implementation of
+/// the generic layer.
+pub fn sync_kind(op: &Op, before: LazyState, after: LazyState, in_irq: bool) -> Option<SyncKind> {
     match op {
         Op::Disable if after.enable_count != before.enable_count => {
             Some(if after.enable_count == 0 {
@@ -94,6 +98,7 @@ pub fn sync_kind(op: &Op, before: LazyState, after: LazyState) -> Option<SyncKin
             })
         }
         Op::Pause if before.is_active() && after.pause_count == 1 => Some(SyncKind::Pause),
+        Op::IrqExit if in_irq && after.is_active() => Some(SyncKind::IrqExit),
         _ => None,
     }
 }
@@ -171,6 +176,7 @@ pub fn run<K: Kernel + ?Sized>(program: &Program, kernel: &mut K) -> Trace {
     for (i, step) in program.steps.iter().enumerate() {
         let c = step.cpu as usize;
         let before = s.machine.cpus[c].lazy;
+        let in_irq = s.machine.cpus[c].in_interrupt();
         let (ret, hw) = s.step(i, step);
         let m = &s.machine;
         let after = m.cpus[c].lazy;
@@ -182,7 +188,7 @@ pub fn run<K: Kernel + ?Sized>(program: &Program, kernel: &mut K) -> Trace {
         if ret == Ret::CpuOffline {
             continue;
         }
-        if let Some(kind) = sync_kind(&step.op, before, after) {
+        if let Some(kind) = sync_kind(&step.op, before, after, in_irq) {
             syncs.push(SyncPoint {
                 step: i,
                 cpu: step.cpu,
@@ -190,7 +196,10 @@ pub fn run<K: Kernel + ?Sized>(program: &Program, kernel: &mut K) -> Trace {
                 snapshot: m.snapshot(),
             });
         }
-        if matches!(step.op, Op::FlushTlbRange { .. } | Op::FlushTlbMm { .. }) {
+        if matches!(
+            step.op,
+            Op::FlushTlbRange { .. } | Op::FlushTlbMm { .. } | Op::SwitchMm { mm: Some(_) }
+        ) {
             flushes.push(SyncPoint {
                 step: i,
                 cpu: step.cpu,

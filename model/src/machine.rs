@@ -565,7 +565,18 @@ impl Machine {
             return;
         };
         let owner = if poison { self.step_cpu } else { UNPOISONED };
-        let end = (p.index as i64 + nr.max(0) as i64).min(PTRS_PER_PTE as i64) as usize;
+        let want = p.index as i64 + nr.max(0) as i64;
+        if want > PTRS_PER_PTE as i64 {
+            // The shadow past the table belongs to other memory: (un)poisoning it would
+            // make KASAN report, or miss, accesses the page table has nothing to do with.
+            self.report(Event::WildAccess {
+                mm: p.mm,
+                table: p.table,
+                offset: PTRS_PER_PTE as i64 * 8,
+                write: true,
+            });
+        }
+        let end = want.min(PTRS_PER_PTE as i64) as usize;
         for slot in &mut self.shadow[p.mm as usize][p.table as usize][p.index as usize..end] {
             *slot = owner;
         }

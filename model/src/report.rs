@@ -117,6 +117,7 @@ pub fn trace_text(program: &Program, trace: &Trace) -> String {
                 SyncKind::Disable => "leave",
                 SyncKind::NestedDisable => "nested flush",
                 SyncKind::Pause => "pause",
+                SyncKind::IrqExit => "interrupt exit",
                 SyncKind::Flush => "flush",
             };
             writeln!(out, "    == sync point ({kind}) of cpu{} ==", s.cpu).unwrap();

@@ -9,7 +9,7 @@
 use lazymmu_lang::program::{MmKind, Op, PteRef};
 use lazymmu_lang::pte::{self, PTE_NONE};
 use lazymmu_model::exec::{Kernel, Ret};
-use lazymmu_model::machine::{Machine, UvKind};
+use lazymmu_model::machine::{Event, Machine, UvKind};
 
 /// The eager kernel. Stateless: all state is the machine's.
 #[derive(Clone, Copy, Debug, Default)]
@@ -135,12 +135,24 @@ fn lazy_mmu_mode_enable(m: &mut Machine, cpu: u8) {
     c.lazy.enable_count = c.lazy.enable_count.wrapping_add(1);
 }
 
+/// The generic layer's own warnings: the same words as the shim's copy of the layer
+/// (target/shim/lazy_mmu_mode.c), so the checkers see the same event on both sides and
+/// never blame an implementation for the generic layer's reaction.
+pub const WARN_DISABLE_WITHOUT_ENABLE: &str = "lazy_mmu_mode_disable() without enable";
+pub const WARN_RESUME_WITHOUT_PAUSE: &str = "lazy_mmu_mode_resume() without pause";
+
 fn lazy_mmu_mode_disable(m: &mut Machine, cpu: u8) {
     let c = &mut m.cpus[cpu as usize];
     if c.in_interrupt() || c.lazy.pause_count > 0 {
         return;
     }
+    let unbalanced = c.lazy.enable_count == 0;
     c.lazy.enable_count = c.lazy.enable_count.wrapping_sub(1);
+    if unbalanced {
+        m.report(Event::Assertion {
+            what: WARN_DISABLE_WITHOUT_ENABLE.into(),
+        });
+    }
 }
 
 fn lazy_mmu_mode_pause(m: &mut Machine, cpu: u8) {
@@ -156,7 +168,13 @@ fn lazy_mmu_mode_resume(m: &mut Machine, cpu: u8) {
     if c.in_interrupt() {
         return;
     }
+    let unbalanced = c.lazy.pause_count == 0;
     c.lazy.pause_count = c.lazy.pause_count.wrapping_sub(1);
+    if unbalanced {
+        m.report(Event::Assertion {
+            what: WARN_RESUME_WITHOUT_PAUSE.into(),
+        });
+    }
 }
 
 fn is_lazy_mmu_mode_active(m: &Machine, cpu: u8) -> bool {

@@ -8,6 +8,7 @@
 use super::hazards::{holds_lock, lock_context};
 use super::{Checker, Class, Hazard, StepCx};
 use crate::contract::ContractState;
+use lazymmu_lang::program::{Op, PteRef};
 use lazymmu_model::exec::Trace;
 use lazymmu_model::machine::{Event, EventRecord};
 use lazymmu_model::render::event_text;
@@ -68,5 +69,24 @@ pub(super) fn step(ck: &mut Checker, cx: &StepCx, st: &ContractState, oracle: &T
             "no such event".into(),
             "machine rule broken".into(),
         );
+        // The caller's own plain store over a valid PTE (which the contract forbids) is the
+        // base code doing what it was told, not the implementation changing a valid PTE.
+        if class == Class::StoreValid && p.is_some_and(|p| caller_stores(&cx.step.op, p)) {
+            *ck.dangerous.last_mut().expect("just pushed") = false;
+        }
+    }
+}
+
+/// Whether `op` is a plain store the caller makes to `p`.
+fn caller_stores(op: &Op, p: PteRef) -> bool {
+    match *op {
+        Op::SetPtes { pte, n, .. } => {
+            p.mm == pte.mm && p.table == pte.table && (pte.index..pte.index + n).contains(&p.index)
+        }
+        Op::SetPte { pte, .. }
+        | Op::PteClear { pte }
+        | Op::ModifyProtCommit { pte, .. }
+        | Op::PtepGetAndClearFull { pte, full: true } => pte == p,
+        _ => false,
     }
 }

@@ -17,7 +17,7 @@ mod perf;
 mod returns;
 mod tlb;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,15 @@ impl Class {
     /// Performance findings are reported apart from bugs.
     pub fn is_bug(self) -> bool {
         !matches!(self, Class::PerfGlobalIpte | Class::RigBug)
+    }
+    /// Dangerous whatever the caller did (docs/semantics.md#hardening): reported on
+    /// programs that break the contract too. A marker leak is, when it reached memory, and
+    /// a memory divergence is, outside what the caller named (the checkers mark those).
+    pub fn dangerous_anywhere(self) -> bool {
+        matches!(
+            self,
+            Class::Wild | Class::Crash | Class::Hang | Class::StoreValid | Class::RigBug
+        )
     }
 }
 
@@ -207,6 +216,17 @@ struct Checker<'a> {
     target: &'a Trace,
     marker: u64,
     findings: Vec<Finding>,
+    /// Per finding: dangerous whatever the contract (docs/semantics.md#hardening).
+    dangerous: Vec<bool>,
+    /// PTEs the caller named or owns (docs/semantics.md#hardening), computed for programs
+    /// that break the contract.
+    named: Option<BTreeSet<PteRef>>,
+    /// A CPU still has a section open after the last step (the contract is broken then).
+    sections_open_at_end: bool,
+    /// Per PTE: whether its last update was handed to the implementation inside the
+    /// updating CPU's own section range, so that what memory ends up holding is the
+    /// implementation's doing (docs/semantics.md#hardening).
+    handed: BTreeMap<PteRef, bool>,
     hazards: Vec<Hazard>,
     features: Vec<u32>,
 }
@@ -227,6 +247,7 @@ impl Checker<'_> {
         };
         self.features
             .push(feature(&[9, class as u64, step.min(3) as u64]));
+        self.dangerous.push(class.dangerous_anywhere());
         self.findings.push(Finding {
             class,
             hardening: false,
@@ -256,21 +277,25 @@ pub fn check<'a>(
         target,
         marker,
         findings: vec![],
+        dangerous: vec![],
+        named: None,
+        sections_open_at_end: false,
+        handed: BTreeMap::new(),
         hazards: vec![],
         features: Vec::with_capacity(program.steps.len() * 2 + 8),
     };
     let ncpus = program.config.cpus as usize;
     let mut st = ContractState::new(&program.config);
-    // PTEs each CPU changed since its last sync point.
-    let mut dirty: Vec<BTreeSet<PteRef>> = vec![BTreeSet::new(); ncpus];
+    let mut dirty = memory::Dirty::new(ncpus);
+    let mut contested: BTreeSet<PteRef> = BTreeSet::new();
     let mut contract: Vec<Violation> = vec![];
     let mut syncs = memory::SyncPoints::new(target, oracle);
-    let mut flushes = tlb::Flushes::new(target, oracle);
+    let mut flushes = tlb::Flushes::new(target);
 
     for (i, step) in program.steps.iter().enumerate() {
         let cx = StepCx::new(program, &st, i);
         let (tr, or) = (&target.steps[i], &oracle.steps[i]);
-        features::step(&mut ck, &cx, &st, &dirty, tr);
+        features::step(&mut ck, &cx, &st, &dirty.task, tr);
         returns::step(&mut ck, &cx, &st, tr, or);
         events::step(&mut ck, &cx, &st, oracle);
 
@@ -281,29 +306,64 @@ pub fn check<'a>(
                 rule,
             });
         }
-        st.apply(step);
-        if tr.ret != Ret::CpuOffline {
-            let c = cx.cpu;
-            match step.op {
-                Op::SetPtes { pte, n, .. } => dirty[c].extend((0..n).map(|k| pte.offset(k))),
-                ref op if op.is_pte_update() => dirty[c].extend(op.pte()),
-                _ => {}
+        // The machine's interrupt context, not the caller's frames: they part ways when
+        // an adversarial program exits an interrupt it did not enter.
+        let in_irq = st.machine().cpus[cx.cpu].in_interrupt();
+        if tr.ret != Ret::CpuOffline && step.op.is_pte_update() {
+            // Handed to the implementation: routed (ptep_clear_flush never is) into this
+            // CPU's own range. A PTE stays contested from an update that bypassed the
+            // section claiming it (another CPU's, an unrouted one) while any section
+            // still claims it: what memory holds then is the callers' race.
+            let routed = !matches!(step.op, Op::PtepClearFlush { .. });
+            let claims =
+                |c: usize, p: PteRef| st.cpus[c].active_range().is_some_and(|r| r.contains(p));
+            for p in step.op.written_ptes() {
+                let mine = claims(cx.cpu, p);
+                let others = (0..ncpus).any(|d| d != cx.cpu && claims(d, p));
+                if others || (mine && !routed) {
+                    contested.insert(p);
+                } else if !mine {
+                    contested.remove(&p);
+                }
+                ck.handed
+                    .insert(p, routed && mine && !contested.contains(&p));
             }
         }
+        st.apply(step);
+        if tr.ret != Ret::CpuOffline {
+            dirty.add(cx.cpu, &step.op, in_irq);
+        }
         syncs.at_step(&mut ck, &cx, &mut dirty);
+        if step.op == Op::IrqExit {
+            // Checked at this exit if it was a sync point; a new interrupt starts afresh.
+            dirty.irq[cx.cpu].clear();
+        }
         flushes.at_step(&mut ck, &cx, &st);
     }
 
-    memory::at_end(&mut ck, oracle);
-    perf::at_end(&mut ck, oracle);
     let n = program.steps.len();
     for (cpu, rule) in st.check_end() {
         contract.push(Violation { step: n, cpu, rule });
     }
-    let mut findings = ck.findings;
-    for f in &mut findings {
-        f.hardening = !contract.is_empty();
+    if !contract.is_empty() {
+        ck.named = Some(named_ptes(program));
     }
+    ck.sections_open_at_end = st.machine().cpus.iter().any(|c| c.lazy.enable_count > 0);
+    memory::at_end(&mut ck, oracle);
+    perf::at_end(&mut ck, oracle);
+    let adversarial = !contract.is_empty();
+    // Under a broken contract a divergence from eager is expected: only what is dangerous
+    // whatever the caller did is reported, as hardening.
+    let mut findings: Vec<Finding> = ck
+        .findings
+        .into_iter()
+        .zip(ck.dangerous)
+        .filter(|(_, dangerous)| !adversarial || *dangerous)
+        .map(|(mut f, _)| {
+            f.hardening = adversarial;
+            f
+        })
+        .collect();
     findings.sort_by_key(|f| f.step);
     let mut features = ck.features;
     features.sort_unstable();
@@ -314,6 +374,29 @@ pub fn check<'a>(
         features,
         contract,
     }
+}
+
+/// Every PTE the program names (an operation's PTEs, a section's range) or whose table a
+/// CPU locks: what an implementation may store to, whatever else the caller got wrong.
+fn named_ptes(program: &Program) -> BTreeSet<PteRef> {
+    let mut out = BTreeSet::new();
+    let table =
+        |mm: u8, table: u8| (0..pte::PTRS_PER_PTE as u16).map(move |i| PteRef::new(mm, table, i));
+    for s in &program.steps {
+        match s.op {
+            Op::EnableWithPtes { range, ptep } => {
+                out.extend((range.start..range.end.min(256)).map(|i| PteRef {
+                    index: i,
+                    ..range.first()
+                }));
+                out.insert(ptep);
+            }
+            Op::SetPtes { pte, n, .. } => out.extend((0..n).map(|k| pte.offset(k))),
+            Op::LockPtl { mm, table: t } => out.extend(table(mm, t)),
+            ref op => out.extend(op.pte()),
+        }
+    }
+    out
 }
 
 /// What every rule needs to know about the step being checked, taken from the contract

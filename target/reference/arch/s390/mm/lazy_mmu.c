@@ -424,13 +424,27 @@ bool __lazy_mmu_ptep_set_wrprotect(unsigned long addr, pte_t *ptep)
 }
 EXPORT_SYMBOL_IF_KUNIT(__lazy_mmu_ptep_set_wrprotect);
 
-/* Preemption stays disabled until arch_leave_lazy_mmu_mode(). */
+/* Write out and drop a recorded range: what leaving the mode does. */
+static void range_finish(struct ipte_range *range)
+{
+	range_apply(range);
+	kasan_unpoison_pte(range->base_pte, range_nr(range));
+	range_forget(range);
+}
+
+/*
+ * Preemption stays disabled until arch_leave_lazy_mmu_mode(). A range still
+ * recorded here belongs to a section that was never left (the task state was
+ * lost under it): its updates are written out rather than dropped.
+ */
 static struct ipte_range *lazy_mmu_enter(void)
 {
 	struct ipte_range *range;
 
 	range = get_cpu_var(ipte_range);
 	get_lowcore()->lazy_mmu_count++;
+	if (range && range->base_pte)
+		range_finish(range);
 	return range;
 }
 
@@ -498,8 +512,15 @@ int lazy_mmu_online_cpu(gfp_t gfp, unsigned int cpu)
 	int i;
 
 	/* Without IPTE-range there is nothing to batch. */
-	if (!test_facility(13) || per_cpu(ipte_range, cpu))
+	if (!test_facility(13))
 		return 0;
+	range = per_cpu(ipte_range, cpu);
+	if (range) {
+		/* Online again under a section that was never left: write it out. */
+		if (range->base_pte)
+			range_finish(range);
+		return 0;
+	}
 	range = kzalloc_obj(*range, gfp);
 	if (!range)
 		return -ENOMEM;
@@ -512,7 +533,12 @@ EXPORT_SYMBOL_IF_KUNIT(lazy_mmu_online_cpu);
 
 void lazy_mmu_offline_cpu(unsigned int cpu)
 {
-	kfree(per_cpu(ipte_range, cpu));
+	struct ipte_range *range = per_cpu(ipte_range, cpu);
+
+	/* Updates still batched when the CPU goes are written out, not lost. */
+	if (range && range->base_pte)
+		range_finish(range);
+	kfree(range);
 	per_cpu(ipte_range, cpu) = NULL;
 }
 EXPORT_SYMBOL_IF_KUNIT(lazy_mmu_offline_cpu);
