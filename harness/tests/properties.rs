@@ -140,3 +140,60 @@ fn parsing_mangled_text_never_panics_and_errors_point_inside_the_file() {
         }
     }
 }
+
+#[test]
+fn realistic_programs_tear_mms_down() {
+    // full=1 clears only in a teardown phase, which the generator still reaches.
+    let with_full = programs(7, 2_000, Mode::Realistic)
+        .filter(|p| to_text(p).contains("full=1"))
+        .count();
+    assert!(
+        with_full > 50,
+        "{with_full} of 2000 programs tear an mm down"
+    );
+}
+
+#[test]
+fn the_teardown_phase_rules() {
+    let head = "lazymmu-ops v1 cpus=2 facility13=on tlb_lc=on mode=realistic
+mm0 user attach=none tables=1
+init mm0 t0[1] = 0x1a215
+cpu0 lock_ptl mm0 t0
+";
+    let rules = |body: &str| -> Vec<String> {
+        let p = parse(&format!("{head}{body}")).unwrap();
+        contract::violations(&p)
+            .into_iter()
+            .map(|v| v.rule)
+            .collect()
+    };
+    let clear = "cpu0 ptep_get_and_clear_full mm0 t0[1] full=1\n";
+    let end = "cpu0 unlock_ptl mm0 t0\ncpu0 flush_tlb_mm mm0\n";
+    assert_eq!(rules(&format!("{clear}{end}")), Vec::<String>::new());
+    // Not ended by flush_tlb_mm.
+    let v = rules(&format!("{clear}cpu0 unlock_ptl mm0 t0\n"));
+    assert!(v[0].contains("not ended by flush_tlb_mm"), "{v:?}");
+    // No new PTE, no CPU running it, no hardware access during the phase.
+    for (during, what) in [
+        (
+            "cpu0 set_pte mm0 t0[2] = 0x1a215\n",
+            "set_pte into mm0 during its teardown",
+        ),
+        ("cpu1 access mm0 t0[2] read\n", "hardware access into mm0"),
+    ] {
+        let v = rules(&format!("{clear}{during}{end}"));
+        assert!(v.iter().any(|r| r.contains(what)), "{during}: {v:?}");
+    }
+    // A CPU's TLB still holds an entry of the mm when the phase would begin.
+    let cached = head.replace("attach=none", "attach=1");
+    let p = parse(&format!(
+        "{cached}cpu1 access mm0 t0[1] read\ncpu1 switch_mm none\n{clear}{end}"
+    ))
+    .unwrap();
+    let v = contract::violations(&p);
+    assert!(v[0].rule.contains("TLB still holds its entries"), "{v:?}");
+    // A running mm has no teardown.
+    let running = head.replace("attach=none", "attach=1");
+    let p = parse(&format!("{running}{clear}{end}")).unwrap();
+    assert!(contract::violations(&p)[0].rule.contains("still running"));
+}

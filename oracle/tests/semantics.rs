@@ -316,7 +316,8 @@ fn ptep_get_and_clear_full_1_never_issues_an_ipte() {
                  init mm0 t0[5] = {old:#x}\n\
                  cpu0 lock_ptl mm0 t0\n\
                  cpu0 ptep_get_and_clear_full mm0 t0[5] full=1\n\
-                 cpu0 unlock_ptl mm0 t0\n",
+                 cpu0 unlock_ptl mm0 t0\n\
+                 cpu0 flush_tlb_mm mm0\n",
                 header(2, tlb_lc, "realistic")
             ));
             let what = format!("tlb_lc={tlb_lc} old={old:#x}");
@@ -529,12 +530,18 @@ fn facility13_does_not_change_the_eager_kernel() {
 // ---- protected (secure-execution) mm: ultravisor calls ----
 
 fn protected(attach: &str, old: u64, op: &str) -> lazymmu_model::Trace {
+    // A full=1 clear begins the mm's teardown, which its flush_tlb_mm ends.
+    let teardown = if op.contains("full=1") {
+        "cpu0 flush_tlb_mm mm0\n"
+    } else {
+        ""
+    };
     run_clean(&format!(
         "{}mm0 user attach={attach} tables=1 protected\n\
          init mm0 t0[5] = {old:#x}\n\
          cpu0 lock_ptl mm0 t0\n\
          cpu0 {op}\n\
-         cpu0 unlock_ptl mm0 t0\n",
+         cpu0 unlock_ptl mm0 t0\n{teardown}",
         header(2, true, "realistic")
     ))
 }
@@ -624,7 +631,8 @@ fn full_1_on_a_running_multi_cpu_mm_is_a_store_to_valid_pte() {
          init mm0 t0[5] = 0x1a03d\n\
          cpu0 lock_ptl mm0 t0\n\
          cpu0 ptep_get_and_clear_full mm0 t0[5] full=1\n\
-         cpu0 unlock_ptl mm0 t0\n",
+         cpu0 unlock_ptl mm0 t0\n\
+         cpu0 flush_tlb_mm mm0\n",
         header(2, true, "adversarial")
     ));
     assert_eq!(contract::violations(&p).len(), 1);

@@ -72,11 +72,11 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "unrouted_hardening",
-            source: mutant("18"),
-            src: regression("18-range-crosses-pmd.ops"),
+            name: "unrouted",
+            source: mutant("10"),
+            src: regression("10-pause-no-flush.ops"),
             class: Class::Unrouted,
-            says: &["lazy-MMU PTE access:", "in ptep_clear_flush"],
+            says: &["lazy-MMU PTE access:", "in ptep_get"],
         },
         Case {
             name: "uv_call_on_valid_pte",
