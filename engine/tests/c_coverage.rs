@@ -1,17 +1,21 @@
 //! The implementation's own coverage as the built-in engine's guide (the c-coverage
 //! flavour): its edges are reported, the same in every executor, and the values it
-//! compares against are learnt, including one no generator makes; `--no-c-coverage`
-//! reports nothing of the C code.
+//! compares against are learnt, including one no generator makes, and reach the
+//! mutations without making realistic programs unrealistic; `--no-c-coverage` reports
+//! nothing of the C code.
 
 use std::time::Duration;
 
 use lazymmu_engine::campaign::executor_with;
+use lazymmu_engine::dict::Dict;
 use lazymmu_engine::executor::{CFeedback, Executor, Outcome};
 use lazymmu_engine::fuzz::{Config, Fuzzer, ModeSel, Stats};
-use lazymmu_engine::mutate::mutate;
+use lazymmu_engine::mutate::{mutate, mutate_with};
 use lazymmu_engine::rng::Rng;
+use lazymmu_harness::contract;
 use lazymmu_lang::program::Op;
 use lazymmu_lang::pte::PAGE_SIZE;
+use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 use lazymmu_testkit::{programs, root};
@@ -161,4 +165,29 @@ fn c_feedback_kills_a_bug_only_a_compared_value_reaches() {
         .expect("the dropped 0x9e03d was not found in 20000 programs");
     let p = lazymmu_lang::text::parse(&k.program).unwrap();
     assert!(values(&p).contains(&COMPARED), "{}", k.program);
+}
+
+#[test]
+fn learnt_values_reach_realistic_programs_which_stay_realistic() {
+    let mut dict = Dict::new();
+    // A realistic PTE value, and the v3 marker, which no realistic program may store.
+    dict.learn(&CFeedback {
+        constants: vec![0x800, COMPARED],
+        ..CFeedback::default()
+    });
+    let mut rng = Rng::new(3);
+    let (mut whole, mut as_pfn) = (false, false);
+    for p in programs(5, 300, Mode::Realistic) {
+        for _ in 0..20 {
+            let Some(child) = mutate_with(&p, None, &mut rng, &dict) else {
+                continue;
+            };
+            assert!(contract::is_realistic(&child), "{}", to_text(&child));
+            let v = values(&child);
+            whole |= v.contains(&COMPARED);
+            as_pfn |= v.iter().any(|v| v >> 12 == 0x800);
+            assert!(!v.contains(&0x800), "{}", to_text(&child));
+        }
+    }
+    assert!(whole && as_pfn, "whole {whole}, as a pfn {as_pfn}");
 }
