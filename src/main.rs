@@ -176,6 +176,11 @@ struct FuzzArgs {
     /// running it is killed and replaced).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     timeout: u64,
+    /// Guide the search by model features only: without this, the implementation file is
+    /// built with gcc's trace-pc,trace-cmp, its edges count as features and the values it
+    /// compares against feed the mutations.
+    #[arg(long)]
+    no_c_coverage: bool,
 }
 
 /// The hidden `fuzz-worker` command's arguments (campaign::WorkerArgs::command_line
@@ -203,6 +208,8 @@ struct WorkerCliArgs {
     kill: bool,
     #[arg(long, default_value_t = 1000)]
     timeout: u64,
+    #[arg(long)]
+    no_c_coverage: bool,
 }
 
 impl WorkerCliArgs {
@@ -218,6 +225,7 @@ impl WorkerCliArgs {
             time: self.time.map(Duration::from_secs_f64),
             kill: self.kill,
             timeout: Duration::from_millis(self.timeout),
+            c_coverage: !self.no_c_coverage,
         };
         campaign::run_worker(&args, Some(crash_minimizer())).map(|_| ())
     }
@@ -255,8 +263,9 @@ enum Command {
     /// and say whether it is realistic, listing every rule it breaks.
     Check { file: PathBuf },
     /// Fuzz implementations against the eager oracle (default: the built-in reference):
-    /// structure-aware mutation of programs, guided by model coverage, starting from the
-    /// seed corpus. Findings are written as they appear to OUT/<impl>/findings/<signature>/
+    /// structure-aware mutation of programs, guided by model coverage and the C code's own
+    /// (edges, values it compares against; --no-c-coverage: off), starting from the seed
+    /// corpus. Findings are written as they appear to OUT/<impl>/findings/<signature>/
     /// (deduplicated by signature); the corpus in OUT/<impl>/corpus/ is reloaded by the
     /// next run, so an interrupted run loses nothing. A crash in the C code is caught with
     /// its program. Exits 1 if a bug or performance finding was made.
@@ -284,8 +293,9 @@ enum Command {
     },
     /// Throughput on one core: programs/s through the reference C target alone, the
     /// oracle alone, and the full differential check, and their ratio, from one run.
-    /// `bench engines`: time to kill each mutant with the built-in engine, plain random
-    /// generation and (with --libfuzzer) libFuzzer, same budget, no seeds.
+    /// `bench engines`: time to kill each mutant with the built-in engine with and without
+    /// C feedback, plain random generation and (with --libfuzzer) libFuzzer, same budget,
+    /// no seeds.
     /// `bench crashes`: campaign throughput on implementations that crash on about 0.1 %,
     /// 1 % and 10 % of realistic programs, as a ratio of the reference's; the time from
     /// the first crash to its minimized report; a triage of 1,000 crash inputs.
@@ -470,10 +480,10 @@ fn compile(imp: &ImplArgs) -> Result<(), String> {
     let src = imp
         .source()?
         .ok_or("give an implementation: --kernel, --impl, --reference or --mutant")?;
-    let b = src
-        .resolve()
-        .and_then(|spec| lazymmu_target::loader::build(&spec))
-        .map_err(|e| e.to_string())?;
+    let spec = src.resolve().map_err(|e| e.to_string())?;
+    let b = lazymmu_target::loader::build(&spec).map_err(|e| e.to_string())?;
+    // The flavour `fuzz` loads too, so that its budget goes to fuzzing.
+    lazymmu_target::loader::build_with(&spec, true).map_err(|e| e.to_string())?;
     println!(
         "{}: generation {}, compiled into {}",
         b.name,
@@ -528,6 +538,7 @@ fn fuzz(a: FuzzArgs) -> Result<(), String> {
         runs: a.runs,
         timeout: Duration::from_millis(a.timeout),
         worker_exe: worker_exe()?,
+        c_coverage: !a.no_c_coverage,
     })?;
     print!("{}", summary.render());
     match summary.bad() {

@@ -1,5 +1,6 @@
 //! Benchmarks (`lazymmu bench`): throughput on one core (the target alone, the oracle,
-//! the checkers, the full check), time to kill per engine (`bench engines`), and the cost
+//! the checkers, the full check), time to kill per engine (`bench engines`: the built-in
+//! engine with and without C feedback, plain random generation, libFuzzer), and the cost
 //! of crashes in a campaign (`bench crashes`). Figures are printed as ratios measured in
 //! one run.
 
@@ -13,7 +14,7 @@ use lazymmu_harness::gen;
 use lazymmu_lang::Mode;
 use lazymmu_target::Source;
 
-use crate::campaign::executor;
+use crate::campaign::{executor, executor_with};
 use crate::executor::{ExecOptions, Outcome};
 use crate::fuzz::{Config, Fuzzer, Minimizer, ModeSel, Stats};
 use crate::out::OutDir;
@@ -107,10 +108,11 @@ fn kill_time(
     seed: u64,
 ) -> Result<Option<(f64, u64)>, String> {
     let timeout = ExecOptions::default().timeout;
-    let mut target = executor(&Source::Mutant(mutant.to_path_buf()), timeout)?;
+    let mutant = Source::Mutant(mutant.to_path_buf());
+    let mut target = executor_with(&mutant, timeout, engine == "builtin")?;
     let mut reference = executor(&Source::Reference, timeout)?;
     match engine {
-        "builtin" => {
+        "builtin" | "builtin-no-c" => {
             let cfg = Config {
                 seed,
                 mode,
@@ -158,8 +160,9 @@ fn kill_time(
     }
 }
 
-/// Time to kill each mutant with the built-in engine, plain random generation and (when
-/// asked) libFuzzer, with the same budget, from no seeds.
+/// Time to kill each mutant with the built-in engine (with C feedback, and without:
+/// `builtin-no-c`), plain random generation and (when asked) libFuzzer, with the same
+/// budget, from no seeds.
 pub fn engines(
     budget: Duration,
     only: &[String],
@@ -167,7 +170,7 @@ pub fn engines(
     libfuzzer: bool,
 ) -> Result<(), String> {
     let paths = lazymmu_target::sources::mutants_matching(only);
-    let mut engines = vec!["builtin", "random"];
+    let mut engines = vec!["builtin", "builtin-no-c", "random"];
     if libfuzzer {
         engines.push("libfuzzer");
     }
@@ -231,8 +234,9 @@ pub fn engines(
         v[v.len() / 2]
     };
     let mb = median(times.get_mut("builtin").unwrap());
+    let mn = median(times.get_mut("builtin-no-c").unwrap());
     let mr = median(times.get_mut("random").unwrap());
-    print!("median time to kill: builtin {mb:.3}s, random {mr:.3}s");
+    print!("median time to kill: builtin {mb:.3}s, builtin-no-c {mn:.3}s, random {mr:.3}s");
     if let Some(l) = times.get_mut("libfuzzer") {
         let ml = median(l);
         print!(
@@ -240,7 +244,11 @@ pub fn engines(
             ml / mb.max(1e-3)
         );
     }
-    println!("; builtin is {:.1}x faster than random", mr / mb.max(1e-3));
+    println!(
+        "; builtin is {:.1}x faster than random, {:.1}x than without C feedback",
+        mr / mb.max(1e-3),
+        mn / mb.max(1e-3)
+    );
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct WorkerArgs {
     /// Stop at the first finding the reference does not show (mutant killing).
     pub kill: bool,
     pub timeout: Duration,
+    /// The implementation's own coverage guides the search (its c-coverage build);
+    /// `--no-c-coverage` turns it off.
+    pub c_coverage: bool,
 }
 
 impl WorkerArgs {
@@ -70,6 +73,9 @@ impl WorkerArgs {
         if self.kill {
             v.push("--kill".into());
         }
+        if !self.c_coverage {
+            v.push("--no-c-coverage".into());
+        }
         v
     }
 
@@ -99,7 +105,17 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// Loads `source` into a crash-proof executor with the given per-program timeout.
 pub fn executor(source: &Source, timeout: Duration) -> Result<Executor, String> {
-    let kernel = lazymmu_target::load(source).map_err(|e| e.to_string())?;
+    executor_with(source, timeout, false)
+}
+
+/// The same, its results carrying the implementation's coverage when `c_coverage` is set
+/// (the c-coverage build of it).
+pub fn executor_with(
+    source: &Source,
+    timeout: Duration,
+    c_coverage: bool,
+) -> Result<Executor, String> {
+    let kernel = lazymmu_target::load_with(source, c_coverage).map_err(|e| e.to_string())?;
     let opts = ExecOptions {
         timeout,
         ..ExecOptions::default()
@@ -111,7 +127,7 @@ pub fn executor(source: &Source, timeout: Duration) -> Result<Executor, String> 
 /// Runs one worker in this process: fuzzes, printing its statistics as JSON lines to
 /// stdout about every 400 ms.
 pub fn run_worker(a: &WorkerArgs, minimizer: Option<Minimizer>) -> Result<Stats, String> {
-    let exec = executor(&a.source, a.timeout)?;
+    let exec = executor_with(&a.source, a.timeout, a.c_coverage)?;
     let out = OutDir::new(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let kill_against = if a.kill {
         Some(executor(&Source::Reference, a.timeout)?)
@@ -152,6 +168,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// The rig's executable, started as the workers.
     pub worker_exe: PathBuf,
+    /// The implementations' own coverage guides the workers (`WorkerArgs::c_coverage`).
+    pub c_coverage: bool,
 }
 
 /// What a campaign found, per implementation.
@@ -175,6 +193,9 @@ pub struct ImplSummary {
     pub hazards: BTreeMap<String, u64>,
     /// Resident size of its workers at the end, in KiB.
     pub rss_kib: Vec<u64>,
+    /// With C feedback: the most edges of the implementation and dictionary values one
+    /// of its workers reached (None: C feedback was off).
+    pub c_feedback: Option<(u64, u64)>,
 }
 
 impl Summary {
@@ -210,6 +231,13 @@ impl Summary {
                 bugs.len(),
                 other.len()
             ));
+            match i.c_feedback {
+                Some((edges, values)) => s.push_str(&format!(
+                    "  C feedback on: {edges} edges of the implementation reached, \
+                     {values} comparison values learnt\n"
+                )),
+                None => s.push_str("  C feedback off (model features only)\n"),
+            }
             for (sig, n) in bugs.iter().chain(other.iter()) {
                 s.push_str(&format!(
                     "  {sig:<48} x{n:<6} {}\n",
@@ -293,7 +321,8 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
     // Compile everything first: errors are reported before any worker starts.
     let mut names = vec![];
     for s in &plan.sources {
-        let built = lazymmu_target::loader::build(&s.resolve().map_err(|e| e.to_string())?)
+        let spec = s.resolve().map_err(|e| e.to_string())?;
+        let built = lazymmu_target::loader::build_with(&spec, plan.c_coverage)
             .map_err(|e| e.to_string())?;
         eprintln!(
             "lazymmu: fuzzing {} (generation {}), output in {}",
@@ -321,6 +350,7 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
         time,
         kill: false,
         timeout: plan.timeout,
+        c_coverage: plan.c_coverage,
     };
     let spawn = |a: &WorkerArgs, id: usize| -> Result<(Child, JoinHandle<()>), String> {
         let mut child = a.spawn(&plan.worker_exe)?;
@@ -429,6 +459,10 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
             im.bugs.extend(s.bugs.iter().cloned());
             for (h, n) in &s.hazards {
                 *im.hazards.entry(h.clone()).or_default() += n;
+            }
+            if s.c_feedback {
+                let (e, d) = im.c_feedback.unwrap_or_default();
+                im.c_feedback = Some((e.max(s.c_edges), d.max(s.dict_values)));
             }
         }
         if deaths > 0 {

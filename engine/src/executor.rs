@@ -209,6 +209,62 @@ pub struct RunResult {
     pub verdict: Verdict,
     /// The target's trace, when asked for (reports, replay, exports).
     pub target: Option<Trace>,
+    /// What the C code did, when the implementation is the c-coverage flavour.
+    pub c: Option<CFeedback>,
+}
+
+/// One program's coverage of the implementation (the c-coverage flavour): what the
+/// built-in engine learns from besides the model features.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CFeedback {
+    /// Edges taken: map index * 8 + hit-count bucket (AFL's: 1, 2, 3, 4-7, 8-15, 16-31,
+    /// 32-127, 128+), in the order the program first took them.
+    pub edges: Vec<u32>,
+    /// Constants of the code it compared against (a constant comparison's constant, a
+    /// switch's cases), then the operands it computed (the rest); each sorted, without
+    /// repeats, trivial values or host addresses (`dict::interesting`).
+    pub constants: Vec<u64>,
+    pub operands: Vec<u64>,
+}
+
+impl CFeedback {
+    pub fn of(cov: &lazymmu_target::ffi::CovState) -> CFeedback {
+        use lazymmu_target::ffi::COV_CONST;
+        let bucket = |n: u8| match n {
+            1 => 0,
+            2 => 1,
+            3 => 2,
+            4..=7 => 3,
+            8..=15 => 4,
+            16..=31 => 5,
+            32..=127 => 6,
+            _ => 7,
+        };
+        let edges = cov
+            .edges()
+            .map(|(i, n)| (i * 8 + bucket(n)) as u32)
+            .collect();
+        let (mut constants, mut operands) = (vec![], vec![]);
+        for c in cov.comparisons() {
+            let keep = |v: u64| crate::dict::interesting(v, c.size).then_some(v);
+            if c.flags & COV_CONST != 0 {
+                constants.extend(keep(c.arg1));
+            } else {
+                operands.extend(keep(c.arg1));
+            }
+            operands.extend(keep(c.arg2));
+        }
+        for v in [&mut constants, &mut operands] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        operands.retain(|v| constants.binary_search(v).is_err());
+        CFeedback {
+            edges,
+            constants,
+            operands,
+        }
+    }
 }
 
 /// How an executor ended a program it did not finish.
@@ -555,11 +611,14 @@ fn run_watched(differ: &mut Differ, shared: &Shared, p: &Program, want_trace: bo
             shared,
         },
     );
+    // Read before anything else runs C code: the next program's start resets it.
+    let c = differ.kernel.library().coverage().map(CFeedback::of);
     let oracle = lazymmu_oracle::run(p);
     let verdict = check::check(p, &target, &oracle, marker);
     RunResult {
         target: want_trace.then_some(target),
         verdict,
+        c,
     }
 }
 
@@ -603,6 +662,11 @@ impl Executor {
 
     pub fn differ(&self) -> &Differ {
         &self.differ
+    }
+
+    /// Whether its programs' results carry the implementation's coverage (`RunResult::c`).
+    pub fn c_coverage(&self) -> bool {
+        self.differ.kernel.library().coverage().is_some()
     }
 
     pub fn options(&self) -> &ExecOptions {

@@ -1,6 +1,10 @@
 //! The built-in coverage-guided loop: pick a corpus program, mutate it structurally, run
-//! it through target and oracle, keep it if it reached new model features, save every new
+//! it through target and oracle, keep it if it reached new features, save every new
 //! finding signature. Deterministic from the seed for a given run budget.
+//!
+//! Features are the model features of the verdict and, when the implementation is the
+//! c-coverage flavour, its own edges (indices from `FEATURES` on); the operands of its
+//! comparisons feed the value dictionary the mutations draw from (`dict`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,8 +15,9 @@ use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Program};
 use serde::{Deserialize, Serialize};
 
-use crate::executor::{CrashReport, Executor, Outcome};
-use crate::mutate::mutate;
+use crate::dict::Dict;
+use crate::executor::{CFeedback, CrashReport, Executor, Outcome};
+use crate::mutate::mutate_with;
 use crate::out::OutDir;
 use crate::rng::Rng;
 
@@ -97,6 +102,15 @@ pub struct Stats {
     /// to its minimized, symbolized report on disk.
     pub first_crash_ms: Option<u64>,
     pub first_crash_report_ms: Option<u64>,
+    /// The implementation's own coverage guides the run (the c-coverage flavour).
+    #[serde(default)]
+    pub c_feedback: bool,
+    /// Distinct edges of the implementation reached.
+    #[serde(default)]
+    pub c_edges: u64,
+    /// Values in its comparison dictionary.
+    #[serde(default)]
+    pub dict_values: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -120,7 +134,15 @@ pub struct Fuzzer {
     /// A crash or hang signature as first seen -> the signature of its minimized
     /// reproducer (which decides bug or hardening), so each site is minimized once.
     crash_sites: BTreeMap<String, String>,
+    /// Learnt from the implementation's comparisons (empty without C coverage).
+    dict: Dict,
+    /// Edges of the implementation reached (a bit per map index).
+    c_edges: Vec<u64>,
 }
+
+/// Feature indices of the implementation's edges, after the model's: map index * 8 +
+/// hit-count bucket (`CFeedback::edges`).
+pub const C_FEATURES: u32 = (lazymmu_target::ffi::COV_EDGES * 8) as u32;
 
 /// Programs per round: generated from the corpus as it was at the round's start, run in
 /// one request to the executor.
@@ -130,18 +152,21 @@ impl Fuzzer {
     pub fn new(exec: Executor, mut cfg: Config) -> Fuzzer {
         let seeds = std::mem::take(&mut cfg.seeds);
         let mut f = Fuzzer {
-            exec,
             rng: Rng::new(cfg.seed),
             stats: Stats {
                 worker: cfg.worker,
+                c_feedback: exec.c_coverage(),
                 ..Stats::default()
             },
+            exec,
             cfg,
             corpus: vec![],
-            seen: vec![0; (FEATURES / 64) as usize],
+            seen: vec![0; ((FEATURES + C_FEATURES) / 64) as usize],
             start: Instant::now(),
             arms: [(0, 0); 2],
             crash_sites: BTreeMap::new(),
+            dict: Dict::new(),
+            c_edges: vec![0; lazymmu_target::ffi::COV_EDGES / 64],
         };
         let mut initial = seeds;
         if let Some(o) = &f.cfg.out {
@@ -157,6 +182,11 @@ impl Fuzzer {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The value dictionary learnt so far (empty without C coverage).
+    pub fn dict(&self) -> &Dict {
+        &self.dict
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -221,7 +251,7 @@ impl Fuzzer {
             parent.config.mode = Mode::Adversarial;
         }
         let other = self.corpus[self.rng.below(n)].clone();
-        mutate(&parent, Some(&other), &mut self.rng).map(|p| (p, 1))
+        mutate_with(&parent, Some(&other), &mut self.rng, &self.dict).map(|p| (p, 1))
     }
 
     /// One round: up to `ROUND` new programs, run in the executor, learnt from in order.
@@ -259,7 +289,11 @@ impl Fuzzer {
                     &outcome.verdict(p)
                 }
             };
-            let new = self.features(verdict);
+            let c = match &outcome {
+                Outcome::Ran(r) => r.c.as_ref(),
+                Outcome::Died(..) => None,
+            };
+            let new = self.features(verdict) + c.map_or(0, |c| self.c_features(c));
             if new > 0 || (initial && self.corpus.is_empty()) {
                 if let (Some(o), false) = (&self.cfg.out, initial) {
                     let _ = o.save_corpus(p);
@@ -297,6 +331,28 @@ impl Fuzzer {
             }
         }
         self.stats.features += new;
+        new
+    }
+
+    /// The implementation's edges as features (returns how many were new), and its
+    /// comparison operands into the dictionary.
+    fn c_features(&mut self, c: &CFeedback) -> u64 {
+        let mut new = 0;
+        for &e in &c.edges {
+            let x = (FEATURES + e.min(C_FEATURES - 1)) as usize;
+            if self.seen[x / 64] & (1 << (x % 64)) == 0 {
+                self.seen[x / 64] |= 1 << (x % 64);
+                new += 1;
+            }
+            let edge = (e / 8) as usize;
+            if self.c_edges[edge / 64] & (1 << (edge % 64)) == 0 {
+                self.c_edges[edge / 64] |= 1 << (edge % 64);
+                self.stats.c_edges += 1;
+            }
+        }
+        self.stats.features += new;
+        self.dict.learn(c);
+        self.stats.dict_values = self.dict.len() as u64;
         new
     }
 

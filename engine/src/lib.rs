@@ -8,7 +8,8 @@
 //!   processes forked from the supervisor; crashes and hangs become symbolized reports
 //!   (`symbolize`: PCs to function and file:line from the object's debug info).
 //! * `fuzz`: the built-in coverage-guided loop, deterministic from a seed; `mutate`:
-//!   structure-aware mutations, shared with the libFuzzer custom mutator; `rng`.
+//!   structure-aware mutations, shared with the libFuzzer custom mutator; `dict`: the
+//!   values learnt from the implementation's comparisons; `rng`.
 //! * `campaign`: `lazymmu fuzz` over worker processes; `progress`: its status line.
 //! * `mutants`: the mutants runner; `bench`: the benchmarks; `corpus`: corpus merge and
 //!   prune, seed corpora; `out`: the output directory (findings, corpus, hazards).
@@ -16,6 +17,7 @@
 pub mod bench;
 pub mod campaign;
 pub mod corpus;
+pub mod dict;
 pub mod executor;
 pub mod fuzz;
 pub mod mutants;

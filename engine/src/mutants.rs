@@ -55,7 +55,8 @@ pub fn run(plan: &Plan) -> Result<Vec<MutantRow>, String> {
         let spec = Source::Mutant(p.clone())
             .resolve()
             .map_err(|e| e.to_string())?;
-        lazymmu_target::loader::build(&spec).map_err(|e| e.to_string())?;
+        // As the workers load it: with C coverage.
+        lazymmu_target::loader::build_with(&spec, true).map_err(|e| e.to_string())?;
         rows.push(MutantRow {
             name: lazymmu_target::sources::mutant_name(p),
             class: spec.bug_class.unwrap_or_default(),
@@ -85,6 +86,7 @@ pub fn run(plan: &Plan) -> Result<Vec<MutantRow>, String> {
                 time: Some(plan.budget),
                 kill: true,
                 timeout: plan.timeout,
+                c_coverage: true,
             };
             let mut child = args.spawn(&plan.worker_exe)?;
             let (tx, rx) = mpsc::channel();

@@ -1,15 +1,18 @@
 //! Structure-aware mutation of programs: insert, delete, duplicate and swap steps, change
 //! a step's CPU, change an argument within its class, splice two programs, grow and shrink
 //! the machine. Realistic programs stay realistic: a mutation that breaks the contract is
-//! repaired (open sections closed) or retried.
+//! repaired (open sections closed) or retried. With a value dictionary (`mutate_with`),
+//! values the implementation compares against become candidate PTE values, indices and
+//! counts.
 
 use lazymmu_harness::contract;
 use lazymmu_harness::gen::{close_open, propose_step};
 use lazymmu_lang::program::{
     InitPte, MmConfig, MmKind, Mode, Op, Program, PteRange, PteRef, Step, MAX_CPUS, MAX_TABLES,
 };
-use lazymmu_lang::pte::{PteClass, PFNS, PTRS_PER_PTE};
+use lazymmu_lang::pte::{PteClass, PAGE_SHIFT, PAGE_SIZE, PFNS, PTRS_PER_PTE};
 
+use crate::dict::Dict;
 use crate::rng::Rng;
 
 /// Longest program the mutations build.
@@ -59,12 +62,23 @@ fn choose(rng: &mut Rng, weights: &[(u32, Mutation)]) -> Mutation {
 /// the parent's mode; a realistic parent gives a realistic child, or None if none was
 /// found in a few tries.
 pub fn mutate(parent: &Program, other: Option<&Program>, rng: &mut Rng) -> Option<Program> {
+    mutate_with(parent, other, rng, &Dict::new())
+}
+
+/// `mutate`, drawing values from `dict` too (an empty one changes nothing, not even the
+/// draws of `rng`).
+pub fn mutate_with(
+    parent: &Program,
+    other: Option<&Program>,
+    rng: &mut Rng,
+    dict: &Dict,
+) -> Option<Program> {
     for _ in 0..8 {
         let mut p = parent.clone();
         let n = 1 + rng.below(4);
         for _ in 0..n {
             let m = choose(rng, WEIGHTS);
-            apply(&mut p, m, other, rng);
+            apply(&mut p, m, other, rng, dict);
         }
         if let Some(p) = finish(p) {
             if p != *parent {
@@ -97,7 +111,7 @@ pub fn finish(mut p: Program) -> Option<Program> {
 }
 
 /// Applies one mutation in place (the result may need `finish`).
-pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rng) {
+pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rng, dict: &Dict) {
     let len = p.steps.len();
     match m {
         Mutation::Insert => {
@@ -135,14 +149,14 @@ pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rn
         }
         Mutation::ChangeArg if len > 0 => {
             let i = rng.below(len);
-            change_arg(p, i, rng);
+            change_arg(p, i, rng, dict);
         }
         Mutation::Splice => {
             if let Some(o) = other {
                 splice(p, o, rng);
             }
         }
-        Mutation::Grow => grow(p, rng),
+        Mutation::Grow => grow(p, rng, dict),
         Mutation::Shrink => {
             shrink(p, rng);
             let config = p.config.clone();
@@ -155,7 +169,12 @@ pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rn
     }
 }
 
-fn value_like(v: u64, rng: &mut Rng) -> u64 {
+fn value_like(v: u64, rng: &mut Rng, dict: &Dict, mode: Mode) -> u64 {
+    if !dict.is_empty() && rng.chance(1, 3) {
+        if let Some(x) = dict_value(rng, dict, mode, &PteClass::REALISTIC) {
+            return x;
+        }
+    }
     let class = if rng.chance(3, 4) {
         PteClass::of(v)
     } else {
@@ -164,7 +183,30 @@ fn value_like(v: u64, rng: &mut Rng) -> u64 {
     class.value(*rng.pick(&PFNS).unwrap(), rng.next_u64())
 }
 
-fn nudge(i: u16, rng: &mut Rng, max: u16) -> u16 {
+/// A PTE value from the dictionary: the value itself if the program may store it (any in
+/// an adversarial program; in a realistic one, a value a kernel stores whose class, if
+/// realistic, is one of `classes`), else its pfn (the value itself below a page) with
+/// the low bits of one of `classes`, so that realistic programs stay realistic.
+fn dict_value(rng: &mut Rng, dict: &Dict, mode: Mode, classes: &[PteClass]) -> Option<u64> {
+    let d = dict.pick(rng)?;
+    let class = PteClass::of(d);
+    let whole = mode == Mode::Adversarial
+        || (contract::realistic_value(d).is_ok()
+            && (classes.contains(&class) || !PteClass::REALISTIC.contains(&class)));
+    if whole && rng.chance(1, 2) {
+        return Some(d);
+    }
+    let pfn = if d >= PAGE_SIZE { d >> PAGE_SHIFT } else { d };
+    let class = *rng.pick(classes)?;
+    Some(class.value(pfn, rng.next_u64()))
+}
+
+fn nudge(i: u16, rng: &mut Rng, max: u16, dict: &Dict) -> u16 {
+    if !dict.is_empty() && rng.chance(1, 5) {
+        if let Some(v) = dict.pick_small(rng, max as u64) {
+            return v as u16;
+        }
+    }
     let d = [1i32, -1, 2, -2, 8, -8][rng.below(6)];
     if rng.chance(1, 5) {
         rng.below(max as usize) as u16
@@ -173,33 +215,34 @@ fn nudge(i: u16, rng: &mut Rng, max: u16) -> u16 {
     }
 }
 
-fn change_arg(p: &mut Program, i: usize, rng: &mut Rng) {
+fn change_arg(p: &mut Program, i: usize, rng: &mut Rng, dict: &Dict) {
     let max = PTRS_PER_PTE as u16;
+    let mode = p.config.mode;
     let op = &mut p.steps[i].op;
     match op {
         Op::SetPte { pte, value } | Op::ModifyProtCommit { pte, value } => {
             if rng.chance(1, 2) {
-                *value = value_like(*value, rng);
+                *value = value_like(*value, rng, dict, mode);
             } else {
-                pte.index = nudge(pte.index, rng, max);
+                pte.index = nudge(pte.index, rng, max, dict);
             }
         }
         Op::SetPtes { pte, value, n } => match rng.below(3) {
-            0 => *value = value_like(*value, rng),
-            1 => *n = (*n as i32 + if rng.chance(1, 2) { 1 } else { -1 }).clamp(1, 16) as u16,
-            _ => pte.index = nudge(pte.index, rng, max),
+            0 => *value = value_like(*value, rng, dict, mode),
+            1 => *n = count_like(*n, rng, dict),
+            _ => pte.index = nudge(pte.index, rng, max, dict),
         },
         Op::PtepGetAndClearFull { full, .. } if rng.chance(1, 3) => *full = !*full,
         Op::Access { write, .. } if rng.chance(1, 3) => *write = !*write,
         Op::EnableWithPtes { range, ptep } => {
-            adjust_range(range, rng);
-            if p.config.mode == Mode::Realistic || rng.chance(2, 3) {
+            adjust_range(range, rng, dict);
+            if mode == Mode::Realistic || rng.chance(2, 3) {
                 *ptep = range.first();
             } else {
-                ptep.index = nudge(ptep.index, rng, max);
+                ptep.index = nudge(ptep.index, rng, max, dict);
             }
         }
-        Op::FlushTlbRange { range } => adjust_range(range, rng),
+        Op::FlushTlbRange { range } => adjust_range(range, rng, dict),
         Op::SwitchMm { mm } => {
             *mm = if rng.chance(1, 4) {
                 None
@@ -210,7 +253,7 @@ fn change_arg(p: &mut Program, i: usize, rng: &mut Rng) {
         _ => {
             if let Some(pte) = op.pte() {
                 let new = PteRef {
-                    index: nudge(pte.index, rng, max),
+                    index: nudge(pte.index, rng, max, dict),
                     ..pte
                 };
                 set_pte(op, new);
@@ -219,12 +262,22 @@ fn change_arg(p: &mut Program, i: usize, rng: &mut Rng) {
     }
 }
 
-fn adjust_range(r: &mut PteRange, rng: &mut Rng) {
+/// A `set_ptes` count: one more or less, or a small value from the dictionary.
+fn count_like(n: u16, rng: &mut Rng, dict: &Dict) -> u16 {
+    if !dict.is_empty() && rng.chance(1, 4) {
+        if let Some(v) = dict.pick_small(rng, 17) {
+            return v as u16;
+        }
+    }
+    (n as i32 + if rng.chance(1, 2) { 1 } else { -1 }).clamp(1, 16) as u16
+}
+
+fn adjust_range(r: &mut PteRange, rng: &mut Rng, dict: &Dict) {
     let max = PTRS_PER_PTE as u16;
     if rng.chance(1, 2) {
-        r.start = nudge(r.start, rng, max);
+        r.start = nudge(r.start, rng, max, dict);
     } else {
-        r.end = nudge(r.end, rng, max + 1).max(1);
+        r.end = nudge(r.end, rng, max + 1, dict).max(1);
     }
     if r.start >= r.end {
         r.end = (r.start + 1).min(max);
@@ -261,7 +314,7 @@ fn splice(p: &mut Program, o: &Program, rng: &mut Rng) {
     p.steps.truncate(MAX_STEPS);
 }
 
-fn grow(p: &mut Program, rng: &mut Rng) {
+fn grow(p: &mut Program, rng: &mut Rng, dict: &Dict) {
     let c = &mut p.config;
     match rng.below(4) {
         0 if (c.cpus as usize) < MAX_CPUS => {
@@ -293,11 +346,18 @@ fn grow(p: &mut Program, rng: &mut Rng) {
             let table = rng.below(c.mms[mm as usize].tables as usize) as u8;
             let pte = PteRef::new(mm, table, rng.below(PTRS_PER_PTE) as u16);
             if !c.init.iter().any(|x| x.pte == pte) {
-                let class = *rng.pick(&PteClass::REALISTIC[..4]).unwrap();
-                c.init.push(InitPte {
-                    pte,
-                    value: class.value(*rng.pick(&PFNS).unwrap(), 0),
+                // Initial values of present classes, or learnt ones.
+                let classes = &PteClass::REALISTIC[..4];
+                let learnt = if !dict.is_empty() && rng.chance(1, 3) {
+                    dict_value(rng, dict, c.mode, classes)
+                } else {
+                    None
+                };
+                let value = learnt.unwrap_or_else(|| {
+                    let class = *rng.pick(classes).unwrap();
+                    class.value(*rng.pick(&PFNS).unwrap(), 0)
                 });
+                c.init.push(InitPte { pte, value });
                 c.init.sort_by_key(|x| x.pte);
             }
         }

@@ -69,6 +69,7 @@ fn a_dead_worker_is_a_rig_bug_and_is_restarted() {
         runs: None,
         timeout: Duration::from_secs(1),
         worker_exe: fake_worker(&dir, &stats(100), true),
+        c_coverage: true,
     };
     let summary = campaign::run(&plan).unwrap();
     assert_eq!(summary.worker_deaths, 1);
@@ -96,11 +97,12 @@ fn the_worker_command_line_is_read_back_by_the_rig() {
         time: Some(Duration::from_millis(1500)),
         kill: true,
         timeout: Duration::from_millis(250),
+        c_coverage: false,
     };
     assert_eq!(
         a.command_line().join(" "),
         "fuzz-worker --worker 3 --seed 9 --mode mixed --timeout 250 --out /o --seeds /s \
-         --mutant /x/07-off.patch --runs 5 --time 1.500 --kill"
+         --mutant /x/07-off.patch --runs 5 --time 1.500 --kill --no-c-coverage"
     );
 }
 

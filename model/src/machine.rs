@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::guarded::{self, GuardedTable};
-use lazymmu_lang::program::{MachineConfig, MmKind, PteRef};
+use lazymmu_lang::program::{MachineConfig, MmKind, PteRef, MAX_MMS};
 use lazymmu_lang::pte::{self, PAGE_INVALID, PAGE_PROTECT, PAGE_UNUSED, PTRS_PER_PTE};
 
 /// One page table: 256 PTEs, 2 KiB, aligned so that the table origin of any `ptep` is
@@ -619,6 +619,13 @@ impl Machine {
     /// one 1 MiB PMD of it.
     pub fn vaddr(p: PteRef) -> u64 {
         (p.mm as u64 + 1) << 32 | (p.table as u64) << pte::PMD_SHIFT | (p.index as u64) << 12
+    }
+
+    /// Whether `v` is a page address in the mms' windows (`vaddr`, a range's end): what
+    /// the rig hands the implementation as an address, never a PTE value of its own.
+    pub fn is_vaddr(v: u64) -> bool {
+        let mm = v >> 32;
+        v & (pte::PAGE_SIZE - 1) == 0 && (1..=MAX_MMS as u64).contains(&mm)
     }
 
     // ---- TLB and hardware primitives ----

@@ -16,7 +16,9 @@
  *
  *  - eager.c: the duplicated eager base code the wrappers fall back to;
  *  - lazy_mmu_mode.c: the generic lazy-MMU layer with the generation's hook names;
- *  - wrappers.c: the inline wrappers of asm/pgtable.h for the generation (LAZYMMU_GEN).
+ *  - wrappers.c: the inline wrappers of asm/pgtable.h for the generation (LAZYMMU_GEN);
+ *  - coverage.c: edge and comparison callbacks for an implementation built with gcc's
+ *    trace-pc,trace-cmp (the c-coverage flavour only, LAZYMMU_C_COVERAGE).
  *
  * This file #includes them (as tools/testing/vma #includes mm/vma.c) rather than having
  * them compiled and linked separately: everything stays one object
@@ -268,6 +270,9 @@ static char *shim_data_image;
 #include "eager.c"
 #include "lazy_mmu_mode.c"
 #include "wrappers.c"
+#ifdef LAZYMMU_C_COVERAGE
+#include "coverage.c"
+#endif
 
 /* ---- per-CPU online/offline of the implementation ---- */
 
@@ -341,6 +346,9 @@ void lazymmu_shim_init(void)
 /* Between programs: free what the last one left allocated, restore the static data. */
 void lazymmu_shim_reset(void)
 {
+#ifdef LAZYMMU_C_COVERAGE
+	cov_reset();
+#endif
 	shim_free_all();
 	if (shim_data_image)
 		copy_raw(__start_lazymmu_impl_data, shim_data_image,

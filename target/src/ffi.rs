@@ -74,6 +74,59 @@ pub struct ShimState {
     pub cb: Callbacks,
 }
 
+/// Sizes of `struct lazymmu_cov` (shim/coverage.c), the c-coverage flavour's record of
+/// one program: an edge map and comparison operands by site.
+pub const COV_EDGES: usize = 4096;
+pub const COV_SITES: usize = 512;
+pub const COV_WAYS: usize = 4;
+/// `flags` of a comparison: `arg1` is a compile-time constant.
+pub const COV_CONST: u32 = 1;
+
+/// `struct lazymmu_cmp`: the operands of one comparison.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CovCmp {
+    pub arg1: u64,
+    pub arg2: u64,
+    /// Operand size in bytes.
+    pub size: u32,
+    pub flags: u32,
+}
+
+/// `struct lazymmu_cov`.
+#[repr(C)]
+pub struct CovState {
+    pub nsites: u32,
+    pub nedges: u32,
+    pub sites: [u16; COV_SITES],
+    pub touched: [u16; COV_EDGES],
+    pub ways: [u8; COV_SITES],
+    pub cmps: [[CovCmp; COV_WAYS]; COV_SITES],
+    pub edges: [u8; COV_EDGES],
+}
+
+impl CovState {
+    /// The edges the program took, in first-use order: (index in the map, hit count
+    /// saturated at 255).
+    pub fn edges(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
+        let n = (self.nedges as usize).min(COV_EDGES);
+        self.touched[..n].iter().map(|&i| {
+            let i = i as usize % COV_EDGES;
+            (i, self.edges[i])
+        })
+    }
+
+    /// The comparisons it recorded, site by site in first-use order.
+    pub fn comparisons(&self) -> impl Iterator<Item = &CovCmp> + '_ {
+        let n = (self.nsites as usize).min(COV_SITES);
+        self.sites[..n].iter().flat_map(move |&s| {
+            let s = s as usize % COV_SITES;
+            let ways = (self.ways[s] as usize).min(COV_WAYS);
+            self.cmps[s][..ways].iter()
+        })
+    }
+}
+
 /// `enum lazymmu_op_kind` of runtime.c.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

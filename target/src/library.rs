@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
 
-use crate::ffi::{OpRecord, ShimState, SHIM_ABI};
+use crate::ffi::{CovState, OpRecord, ShimState, SHIM_ABI};
 use crate::loader::{Built, LoadError};
 use crate::recipe::Generation;
 
@@ -31,6 +31,8 @@ pub struct Library {
     pub bug_class: Option<String>,
     /// Base name of the implementation file (`lazy_mmu.c`), for crash sites.
     pub source_file: String,
+    /// The c-coverage flavour's record of the last program (None in other flavours).
+    coverage: Option<*const CovState>,
 }
 
 // SAFETY: an instance is used by one thread at a time (the one that owns it); its C state
@@ -84,6 +86,12 @@ impl Library {
             built.bug_class.clone(),
         )?;
         lib.source_file = built.source_file.clone();
+        if built.c_coverage {
+            lib.coverage = Some(lib.coverage_state().map_err(|error| LoadError::Load {
+                path: path.clone(),
+                error,
+            })?);
+        }
         Ok(lib)
     }
 
@@ -189,6 +197,7 @@ impl Library {
             name: name.into(),
             bug_class,
             source_file: "lazy_mmu.c".into(),
+            coverage: None,
         })
     }
 
@@ -227,6 +236,39 @@ impl Library {
             l.source_file = env!("LAZYMMU_BUILTIN_FILE").into();
             l
         })
+    }
+
+    /// The c-coverage runtime's record, its layout checked against ours.
+    fn coverage_state(&self) -> Result<*const CovState, String> {
+        let lib = self
+            ._lib
+            .as_ref()
+            .ok_or("no coverage in the static build")?;
+        // SAFETY: functions of coverage.c without arguments; the size is checked before
+        // the pointer is used.
+        unsafe {
+            let state: libloading::Symbol<unsafe extern "C" fn() -> *const CovState> = lib
+                .get(b"lazymmu_shim_coverage\0")
+                .map_err(|e| e.to_string())?;
+            let size: libloading::Symbol<unsafe extern "C" fn() -> usize> = lib
+                .get(b"lazymmu_shim_coverage_size\0")
+                .map_err(|e| e.to_string())?;
+            if size() != std::mem::size_of::<CovState>() {
+                return Err(format!(
+                    "struct lazymmu_cov is {} bytes in C, {} in Rust: layouts differ",
+                    size(),
+                    std::mem::size_of::<CovState>()
+                ));
+            }
+            Ok(state())
+        }
+    }
+
+    /// What the last program recorded, in the c-coverage flavour. Read it between
+    /// programs: the next one's start resets it.
+    pub fn coverage(&self) -> Option<&CovState> {
+        // SAFETY: the record lives in the object, mapped as long as `self`.
+        self.coverage.map(|p| unsafe { &*p })
     }
 
     /// Calls the file's `early_param` handler with `arg`; None if it has none.

@@ -328,6 +328,8 @@ pub struct Built {
     /// Base name of the implementation file as its debug info names it (`lazy_mmu.c`):
     /// crash reports find the crash site by it.
     pub source_file: String,
+    /// The c-coverage flavour: the implementation reports edges and comparisons.
+    pub c_coverage: bool,
 }
 
 impl Built {
@@ -447,6 +449,16 @@ pub fn build(spec: &Spec) -> Result<Built, LoadError> {
     build_in(spec, &cache_dir())
 }
 
+/// The same, as the c-coverage flavour (`C_COVERAGE_FLAGS`) when `c_coverage` is set.
+pub fn build_with(spec: &Spec, c_coverage: bool) -> Result<Built, LoadError> {
+    build_flavour(spec, &cache_dir(), c_coverage)
+}
+
+/// Flags of the c-coverage flavour, for the implementation file only (the shim runtime
+/// stays uninstrumented and provides the callbacks, shim/coverage.c): its edges and
+/// comparison operands guide the built-in engine. A cache key of its own.
+pub const C_COVERAGE_FLAGS: &[&str] = &["-fsanitize-coverage=trace-pc,trace-cmp"];
+
 /// Extra flags of an AddressSanitizer build (`LAZYMMU_SANITIZE=address`, which `lazymmu
 /// --sanitize address` sets): the implementation and the shim instrumented, so that an
 /// out-of-bounds access to the implementation's own arrays is caught too. The process
@@ -459,9 +471,19 @@ pub fn sanitizer_flags() -> &'static [&'static str] {
 }
 
 pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
+    build_flavour(spec, cache, false)
+}
+
+pub fn build_flavour(spec: &Spec, cache: &Path, c_coverage: bool) -> Result<Built, LoadError> {
     let mut h = Sha256::new();
     for f in sanitizer_flags() {
         h.update(f);
+    }
+    if c_coverage {
+        h.update("c-coverage");
+        for f in C_COVERAGE_FLAGS {
+            h.update(f);
+        }
     }
     for part in [
         spec.c_source.as_str(),
@@ -500,6 +522,7 @@ pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
                 dir,
                 bug_class: spec.bug_class.clone(),
                 source_file: spec.source_file(),
+                c_coverage,
             });
         }
     }
@@ -511,7 +534,7 @@ pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
         std::thread::current().id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    let result = compile_into(spec, &tmp);
+    let result = compile_into(spec, &tmp, c_coverage);
     let generation = match result {
         Ok(g) => g,
         Err(e) => {
@@ -531,10 +554,11 @@ pub fn build_in(spec: &Spec, cache: &Path) -> Result<Built, LoadError> {
         dir,
         bug_class: spec.bug_class.clone(),
         source_file: spec.source_file(),
+        c_coverage,
     })
 }
 
-fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
+fn compile_into(spec: &Spec, dir: &Path, c_coverage: bool) -> Result<Generation, LoadError> {
     let shim = dir.join("shim");
     for (name, text) in sources::SHIM_FILES {
         write(&shim.join(name), text)?;
@@ -567,9 +591,11 @@ fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
     ];
 
     let obj = dir.join("impl.o");
+    let coverage: &[&str] = if c_coverage { C_COVERAGE_FLAGS } else { &[] };
     let (ok, text) = run(Command::new(compiler())
         .args(CFLAGS)
         .args(sanitizer_flags())
+        .args(coverage)
         .args(&includes)
         .arg("-c")
         .arg(&c_path)
@@ -609,6 +635,7 @@ fn compile_into(spec: &Spec, dir: &Path) -> Result<Generation, LoadError> {
         .args(CFLAGS)
         .args(sanitizer_flags())
         .arg(format!("-DLAZYMMU_GEN={}", generation.number()))
+        .args(c_coverage.then_some("-DLAZYMMU_C_COVERAGE"))
         .args(&includes)
         .arg("-c")
         .arg(&runtime_c)

@@ -43,11 +43,12 @@ pub const SHIM_FILES: &[(&str, &str)] = &[
         "include/kunit/visibility.h",
         include_str!("../shim/include/kunit/visibility.h"),
     ),
-    // runtime.c is the one file compiled; it #includes the three parts below.
+    // runtime.c is the one file compiled; it #includes the parts below.
     ("runtime.c", include_str!("../shim/runtime.c")),
     ("eager.c", include_str!("../shim/eager.c")),
     ("lazy_mmu_mode.c", include_str!("../shim/lazy_mmu_mode.c")),
     ("wrappers.c", include_str!("../shim/wrappers.c")),
+    ("coverage.c", include_str!("../shim/coverage.c")),
 ];
 
 /// The built-in reference implementation (v3+ ABI).
