@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Time for libFuzzer to kill a planted mutant, from an empty corpus (no seeds):
-#   fuzz/kill-mutant.sh 03 [auto|none|gcc] [max-seconds]
+# Time for libFuzzer to kill a planted mutant, from an empty corpus or from the .ops
+# programs of a seed directory (e.g. corpus/seeds, as users run it):
+#   fuzz/kill-mutant.sh 03 [auto|none|gcc] [max-seconds] [seed-dir]
 # The mutant is applied to a copy of the reference tree, linked into the differential
 # target through LAZYMMU_KERNEL_TREE; the third argument is LAZYMMU_C_COVERAGE (C
 # instrumentation on, off, or gcc trace-pc). Prints the seconds to the first finding.
@@ -15,6 +16,9 @@ patch -s -p1 -d "$tree" < "$mutant"
 export LAZYMMU_KERNEL_TREE="$tree" LAZYMMU_C_COVERAGE="$coverage"
 cargo fuzz build -s none differential 2>/dev/null
 work=$(mktemp -d)
+if [ -n "${4:-}" ]; then
+    cp "$4"/*.ops "$work"/
+fi
 start=$(date +%s.%N)
 set +e
 cargo fuzz run -s none differential "$work" -- -max_total_time="$max" -max_len=16384 \

@@ -315,6 +315,10 @@ enum Command {
         /// Include libFuzzer (needs cargo-fuzz; builds the target per mutant).
         #[arg(long)]
         libfuzzer: bool,
+        /// bench engines: start every engine from nothing instead of the seed corpus
+        /// (corpus/seeds, which is what `fuzz` starts from).
+        #[arg(long)]
+        no_seeds: bool,
     },
     /// Corpus management across machines and engines. `merge --out DIR IN...`: the union
     /// of corpora (lazymmu .ops, libFuzzer or AFL inputs) reduced to a set that keeps every
@@ -579,11 +583,18 @@ fn bench(
     budget: f64,
     only: &[String],
     libfuzzer: bool,
+    no_seeds: bool,
 ) -> Result<(), String> {
     use lazymmu_engine::bench;
     match what {
         None => bench::throughput(programs, seed),
-        Some("engines") => bench::engines(Duration::from_secs_f64(budget), only, seed, libfuzzer),
+        Some("engines") => bench::engines(
+            Duration::from_secs_f64(budget),
+            only,
+            seed,
+            libfuzzer,
+            (!no_seeds).then(seeds_dir).as_deref(),
+        ),
         Some("crashes") => {
             bench::crashes(budget, seed, &seeds_dir(), &crash_minimizer, &|dir, src| {
                 let s = lazymmu_triage::dedup::triage(dir, src)?;
@@ -803,7 +814,16 @@ fn main() -> ExitCode {
             budget,
             only,
             libfuzzer,
-        } => bench(what.as_deref(), programs, seed, budget, &only, libfuzzer),
+            no_seeds,
+        } => bench(
+            what.as_deref(),
+            programs,
+            seed,
+            budget,
+            &only,
+            libfuzzer,
+            no_seeds,
+        ),
         Command::Corpus {
             action,
             dirs,

@@ -106,6 +106,7 @@ fn kill_time(
     mode: ModeSel,
     budget: Duration,
     seed: u64,
+    seeds: &[lazymmu_lang::Program],
 ) -> Result<Option<(f64, u64)>, String> {
     let timeout = ExecOptions::default().timeout;
     let mutant = Source::Mutant(mutant.to_path_buf());
@@ -118,7 +119,7 @@ fn kill_time(
                 mode,
                 runs: None,
                 time: Some(budget),
-                seeds: vec![],
+                seeds: seeds.to_vec(),
                 out: None,
                 worker: 0,
                 kill_against: Some(reference),
@@ -128,24 +129,29 @@ fn kill_time(
             Ok(s.killed.map(|k| (k.elapsed_ms as f64 / 1000.0, k.runs)))
         }
         _ => {
-            // Plain random generation: fresh programs from random bytes, no feedback.
+            // Plain random generation: the seeds, as every engine starts with them, then
+            // fresh programs from random bytes, no feedback.
             let mut rng = crate::rng::Rng::new(seed);
             let t0 = Instant::now();
             let deadline = t0 + budget;
             let mut runs = 0;
+            let mut seeds = seeds.chunks(32);
             while Instant::now() < deadline {
-                let batch: Vec<_> = (0..32)
-                    .map(|_| {
-                        let m = match mode {
-                            ModeSel::Realistic => Mode::Realistic,
-                            ModeSel::Adversarial => Mode::Adversarial,
-                            ModeSel::Mixed if rng.chance(1, 2) => Mode::Realistic,
-                            ModeSel::Mixed => Mode::Adversarial,
-                        };
-                        let n = 64 + rng.below(1024);
-                        gen::from_bytes(&rng.bytes(n), m)
-                    })
-                    .collect();
+                let batch: Vec<_> = match seeds.next() {
+                    Some(chunk) => chunk.to_vec(),
+                    None => (0..32)
+                        .map(|_| {
+                            let m = match mode {
+                                ModeSel::Realistic => Mode::Realistic,
+                                ModeSel::Adversarial => Mode::Adversarial,
+                                ModeSel::Mixed if rng.chance(1, 2) => Mode::Realistic,
+                                ModeSel::Mixed => Mode::Adversarial,
+                            };
+                            let n = 64 + rng.below(1024);
+                            gen::from_bytes(&rng.bytes(n), m)
+                        })
+                        .collect(),
+                };
                 let outcomes = target.run_batch(&batch, false, Some(deadline));
                 for (p, o) in batch.iter().zip(outcomes) {
                     runs += 1;
@@ -162,20 +168,26 @@ fn kill_time(
 
 /// Time to kill each mutant with the built-in engine (with C feedback, and without:
 /// `builtin-no-c`), plain random generation and (when asked) libFuzzer, with the same
-/// budget, from no seeds.
+/// budget, each starting from the seed corpus in `seeds` as users run them (none if it
+/// is `None`).
 pub fn engines(
     budget: Duration,
     only: &[String],
     seed: u64,
     libfuzzer: bool,
+    seeds: Option<&Path>,
 ) -> Result<(), String> {
     let paths = lazymmu_target::sources::mutants_matching(only);
     let mut engines = vec!["builtin", "builtin-no-c", "random"];
     if libfuzzer {
         engines.push("libfuzzer");
     }
+    let from = match seeds {
+        Some(d) => format!("from the seed corpus {}", d.display()),
+        None => "from no seeds".into(),
+    };
     println!(
-        "time to kill from no seeds, budget {}s; '>' = survived (counted as the budget)",
+        "time to kill {from}, budget {}s; '>' = survived (counted as the budget)",
         budget.as_secs_f64()
     );
     print!("{:<30}", "mutant");
@@ -200,6 +212,7 @@ pub fn engines(
         } else {
             ModeSel::Realistic
         };
+        let seed_programs = seeds.map_or(vec![], |d| crate::corpus::seed_programs(d, mode));
         print!("{name:<30}");
         for e in &engines {
             let r = if *e == "libfuzzer" {
@@ -207,9 +220,9 @@ pub fn engines(
                     print!(" {:>16}", "n/a");
                     continue;
                 }
-                libfuzzer_kill(&name, budget)?
+                libfuzzer_kill(&name, budget, seeds)?
             } else {
-                kill_time(e, p, mode, budget, seed)?
+                kill_time(e, p, mode, budget, seed, &seed_programs)?
             };
             let t = r.map_or(budget.as_secs_f64(), |x| x.0);
             times.entry(e).or_default().push(t);
@@ -253,13 +266,23 @@ pub fn engines(
 }
 
 /// libFuzzer's time to kill through fuzz/kill-mutant.sh (cargo fuzz, the mutant linked in).
-fn libfuzzer_kill(mutant: &str, budget: Duration) -> Result<Option<(f64, u64)>, String> {
+fn libfuzzer_kill(
+    mutant: &str,
+    budget: Duration,
+    seeds: Option<&Path>,
+) -> Result<Option<(f64, u64)>, String> {
     let script = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../fuzz/kill-mutant.sh"
     ));
+    let mut args = vec![
+        mutant.to_string(),
+        "auto".into(),
+        format!("{}", budget.as_secs()),
+    ];
+    args.extend(seeds.map(|d| d.display().to_string()));
     let out = Command::new(&script)
-        .args([mutant, "auto", &format!("{}", budget.as_secs())])
+        .args(&args)
         .output()
         .map_err(|e| format!("{}: {e}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
