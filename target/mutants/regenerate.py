@@ -230,6 +230,28 @@ m('endless-apply-loop', 'endless loop',
 		ptep += count;
 	}''')])
 
+# Deep mutants: each needs a program shape that random generation rarely makes.
+
+m('zero-page-no-ipte', 'missed IPTE for one PTE value',
+  'range_invalidate_runs() treats a mapping of the shared zero page as needing no IPTE ("nothing writes to the zero page, a stale translation still\n'
+  'reads zeroes"), compared by value against ZERO_PAGE_PTE (pfn 0x5f0, present, read, young, protected: 0x5f0215); the pending value is then stored\n'
+  'over the entry while it is valid, and other CPUs keep translating it. Needs exactly that PTE value (a pfn random programs never use), valid in\n'
+  'memory and batched on an mm another CPU runs: get_and_clear of it in a section, disable.',
+  [('#define PTE_POISON\t_PAGE_LARGE\n',
+    '#define PTE_POISON\t_PAGE_LARGE\n\n'
+    '/*\n * The shared zero page, as do_anonymous_page() maps it on a read fault:\n'
+    ' * present, readable, young and write-protected.\n */\n'
+    '#define ZERO_PFN\t0x5f0UL\n'
+    '#define ZERO_PAGE_PTE\t((ZERO_PFN << PAGE_SHIFT) | _PAGE_PROTECT | _PAGE_READ | \\\n'
+    '\t\t\t _PAGE_YOUNG | _PAGE_PRESENT)\n'),
+   ('\t\tinvalid = pte_val(__ptep_get(ptep)) & _PAGE_INVALID;\n\t\tcount = 1;\n',
+    '\t\tinvalid = pte_val(__ptep_get(ptep)) & _PAGE_INVALID;\n'
+    '\t\t/*\n\t\t * Nothing ever writes to the zero page: a translation of it\n'
+    '\t\t * that outlives the batch still reads zeroes, no IPTE needed.\n\t\t */\n'
+    '\t\tif (pte_val(__ptep_get(ptep)) == ZERO_PAGE_PTE)\n'
+    '\t\t\tinvalid = _PAGE_INVALID;\n'
+    '\t\tcount = 1;\n')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
