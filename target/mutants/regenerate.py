@@ -252,6 +252,62 @@ m('zero-page-no-ipte', 'missed IPTE for one PTE value',
     '\t\t\tinvalid = _PAGE_INVALID;\n'
     '\t\tcount = 1;\n')])
 
+m('ipte-gap-merge', 'IPTE of entries outside the batch',
+  'When at least 16 pending entries of the window are valid in memory, range_invalidate_runs() covers them with one IPTE-range from the first to the\n'
+  'last, assuming the entries in between are pending too or invalid already; a valid entry in between that the section did not touch is invalidated\n'
+  'in memory and stays invalid. Needs 16 batched updates of valid PTEs in one flush interval on an mm another CPU runs, around a valid PTE the\n'
+  'section leaves alone.',
+  [('''/*
+ * Invalidate the pending entries that are valid in memory: one IPTE-range
+ * per run of consecutive pending slots whose entries agree on the I bit.
+ */
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+''', '''/*
+ * zap_pte_range() over a populated stretch: when many pending entries are
+ * valid, one IPTE-range from the first to the last of them is cheaper than one
+ * per run. The entries in between are pending too, or invalid already.
+ */
+#define RANGE_MERGE_MIN	16
+
+static bool range_invalidate_merged(struct ipte_range *range)
+{
+	pte_t *first = NULL, *last = NULL, *ptep;
+	unsigned int valid = 0;
+
+	for (ptep = range->start_pte; ptep < range->end_pte; ptep++) {
+		if (!slot_pending(range, ptep - range->base_pte) ||
+		    (pte_val(__ptep_get(ptep)) & _PAGE_INVALID))
+			continue;
+		if (!first)
+			first = ptep;
+		last = ptep;
+		valid++;
+	}
+	if (valid < RANGE_MERGE_MIN)
+		return false;
+	range_invalidate(range, first, last - first + 1);
+	return true;
+}
+
+/*
+ * Invalidate the pending entries that are valid in memory: one IPTE-range
+ * per run of consecutive pending slots whose entries agree on the I bit.
+ */
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+	if (range_invalidate_merged(range))
+		return;
+''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
