@@ -308,6 +308,39 @@ static void range_invalidate_runs(struct ipte_range *range)
 		return;
 ''')])
 
+m('whole-table-window-ipte', 'IPTE of entries outside the batch',
+  'A section whose range is a whole page table (t0[0..256]) is taken for the zap of a whole PMD: range_invalidate_runs() covers the whole window with one\n'
+  'IPTE-range as soon as one pending entry is valid, although the caller may skip entries; a valid entry in the window that the section did not touch is\n'
+  'invalidated in memory and stays invalid. Needs a full-table range, a batched update of a valid PTE and an untouched valid PTE between updated ones.',
+  [('''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+''', '''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+	/*
+	 * A range of a whole page table is the zap of a whole PMD: the window
+	 * is being cleared, one IPTE-range covers it.
+	 */
+	if (range_nr(range) == PTRS_PER_PTE) {
+		for (; ptep < range->end_pte; ptep++) {
+			if (slot_pending(range, ptep - range->base_pte) &&
+			    !(pte_val(__ptep_get(ptep)) & _PAGE_INVALID)) {
+				range_invalidate(range, range->start_pte,
+						 range->end_pte - range->start_pte);
+				return;
+			}
+		}
+		return;
+	}
+''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
