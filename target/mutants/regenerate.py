@@ -379,6 +379,13 @@ static void slot_fill(struct ipte_range *range, pte_t *ptep, unsigned int idx, p
 	range->fills = 0;
 ''')])
 
+m('run-split-past-window', 'out-of-bounds bitmap read',
+  'The run splitter\'s extension loop in range_invalidate_runs() tests "ptep + count <= range->end_pte" (one too far) and so also asks slot_pending()\n'
+  'about the slot just past the window. Harmless while that slot exists (it is never pending), but a range of a whole page table (t0[0..256]) whose\n'
+  'window reaches entry 255 makes it read pending[4], past the end of the kzalloc\'d struct ipte_range. Needs the full-table range and an update of t0[255].',
+  [('\t\twhile (ptep + count < range->end_pte &&\n',
+    '\t\twhile (ptep + count <= range->end_pte &&\n')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
