@@ -386,6 +386,30 @@ m('run-split-past-window', 'out-of-bounds bitmap read',
   [('\t\twhile (ptep + count < range->end_pte &&\n',
     '\t\twhile (ptep + count <= range->end_pte &&\n')])
 
+m('owed-flush-skips-ipte', 'store over a valid PTE without IPTE',
+  'range_invalidate() skips the IPTE-range of a run of 8 or more entries when this CPU runs the mm and a full flush of it is owed (flush_mm), and\n'
+  'only sets the I bits by store ("the caller\'s flush pays the owed flush, cheaper than a long IPTE-range"): the lazy policy\'s shortcut, allowed\n'
+  'only while no other CPU runs the mm. A user mm\'s owed flush is paid when a second CPU switches it in, but init_mm\'s is not paid when a CPU comes\n'
+  'back online. Needs a lazy invalidation on init_mm while the other CPUs are offline, a CPU back online, then a batched run of 8 valid kernel PTEs.',
+  [('''/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''', '''#define RANGE_OWED_MIN	8
+
+/*
+ * Invalidate @count consecutive entries, all valid in memory, before new'''),
+   ('''	atomic_inc(&mm->context.flush_count);
+	if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);''', '''	atomic_inc(&mm->context.flush_count);
+	if (count >= RANGE_OWED_MIN && mm->context.flush_mm &&
+	    cpumask_test_cpu(cpu, &mm->context.cpu_attach_mask)) {
+		/*
+		 * This CPU runs the mm and owes it a full flush: the caller's
+		 * flush pays it, cheaper than a long IPTE-range.
+		 */
+		for (; count; count--, ptep++)
+			__set_pte(ptep, __pte(pte_val(__ptep_get(ptep)) | _PAGE_INVALID));
+	} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
