@@ -410,6 +410,42 @@ m('owed-flush-skips-ipte', 'store over a valid PTE without IPTE',
 	} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
 		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);''')])
 
+m('run-table-overflow', 'missed IPTE on part of a window',
+  'range_invalidate_runs() first collects the valid runs in an array of RANGE_MAX_RUNS (8) and issues their IPTE-ranges after the scan ("the IPTEs\n'
+  'change the I bits the scan reads"); runs beyond the eighth are silently dropped, and their pending values are stored over valid entries. Needs nine\n'
+  'separate runs of batched updates of valid PTEs (separated by untouched or invalid entries) in one flush interval on an mm another CPU runs.',
+  [('''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+''', '''#define RANGE_MAX_RUNS	8
+
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	/* Scan first, invalidate afterwards: the IPTEs change the I bits the scan reads. */
+	struct {
+		pte_t *ptep;
+		unsigned int count;
+	} runs[RANGE_MAX_RUNS];
+	pte_t *ptep = range->start_pte;
+	unsigned int count, nr = 0, i;
+	unsigned long invalid;
+'''), ('''		if (!invalid)
+			range_invalidate(range, ptep, count);
+		ptep += count;
+	}
+}''', '''		if (!invalid && nr < RANGE_MAX_RUNS) {
+			runs[nr].ptep = ptep;
+			runs[nr].count = count;
+			nr++;
+		}
+		ptep += count;
+	}
+	for (i = 0; i < nr; i++)
+		range_invalidate(range, runs[i].ptep, runs[i].count);
+}''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
