@@ -446,6 +446,31 @@ static void range_invalidate_runs(struct ipte_range *range)
 		range_invalidate(range, runs[i].ptep, runs[i].count);
 }''')])
 
+m('window-len-u8', 'truncated window length',
+  'range_apply() keeps the window length in a u8 ("the window lies in one page table: at most PTRS_PER_PTE entries"): a window of all 256 entries of\n'
+  'a table (updates of both t0[0] and t0[255] in one flush interval of a full-table range) has length 0, so nothing is unpoisoned before the write-out,\n'
+  'which then reads and writes the poisoned entries as the eager code would, and nothing is poisoned again afterwards.',
+  [('''	pte_t *start = range->start_pte;
+	pte_t *end = range->end_pte;
+
+	if (start >= end)
+		return;
+	kasan_unpoison_pte(start, end - start);
+	range_invalidate_runs(range);
+	range_store(range);
+	kasan_poison_pte(start, end - start);
+	range_reset_window(range);''', '''	pte_t *start = range->start_pte;
+	/* The window lies in one page table: at most PTRS_PER_PTE entries. */
+	u8 nr = range->end_pte - start;
+
+	if (start >= range->end_pte)
+		return;
+	kasan_unpoison_pte(start, nr);
+	range_invalidate_runs(range);
+	range_store(range);
+	kasan_poison_pte(start, nr);
+	range_reset_window(range);''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
