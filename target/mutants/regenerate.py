@@ -508,6 +508,32 @@ static void range_invalidate_runs(struct ipte_range *range)
 	}
 ''')])
 
+m('long-ipte-range-as-flush', 'TLB users forgotten after a partial purge',
+  'After a global IPTE-range of 16 or more entries, range_invalidate() shrinks mm_cpumask() to the CPUs attached to the mm, as __tlb_flush_mm() does\n'
+  'after an IDTE ("the machine carries a long IPTE-range out as a purge of the whole TLB"), but the instruction only purges its own entries: a CPU that\n'
+  'ran the mm before keeps its translations of other PTEs, and the next direct-policy invalidation of one of them (test_and_clear_young) takes a\n'
+  'local IPTE. Needs a CPU that read a PTE and switched away, 16 batched young-bit clears of valid PTEs in one run, then a young-bit clear of that PTE.',
+  [('''	else
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_GLOBAL);
+	atomic_dec(&mm->context.flush_count);
+}''', '''	else {
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_GLOBAL);
+		/*
+		 * The machine carries a long global IPTE-range out as a purge of
+		 * the whole TLB: now only the CPUs that run the mm can hold
+		 * entries for it, as after __tlb_flush_mm().
+		 */
+		if (count >= RANGE_PURGE_MIN)
+			cpumask_copy(mm_cpumask(mm), &mm->context.cpu_attach_mask);
+	}
+	atomic_dec(&mm->context.flush_count);
+}'''),
+   ('''/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''', '''#define RANGE_PURGE_MIN	16
+
+/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
