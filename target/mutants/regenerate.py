@@ -386,7 +386,7 @@ m('run-split-past-window', 'out-of-bounds bitmap read',
   [('\t\twhile (ptep + count < range->end_pte &&\n',
     '\t\twhile (ptep + count <= range->end_pte &&\n')])
 
-m('owed-flush-skips-ipte', 'store over a valid PTE without IPTE',
+m('owed-flush-skips-ipte', 'store over a valid PTE, no IPTE',
   'range_invalidate() skips the IPTE-range of a run of 8 or more entries when this CPU runs the mm and a full flush of it is owed (flush_mm), and\n'
   'only sets the I bits by store ("the caller\'s flush pays the owed flush, cheaper than a long IPTE-range"): the lazy policy\'s shortcut, allowed\n'
   'only while no other CPU runs the mm. A user mm\'s owed flush is paid when a second CPU switches it in, but init_mm\'s is not paid when a CPU comes\n'
@@ -508,7 +508,7 @@ static void range_invalidate_runs(struct ipte_range *range)
 	}
 ''')])
 
-m('long-ipte-range-as-flush', 'TLB users forgotten after a partial purge',
+m('long-ipte-range-as-flush', 'CPU dropped from mm_cpumask',
   'After a global IPTE-range of 16 or more entries, range_invalidate() shrinks mm_cpumask() to the CPUs attached to the mm, as __tlb_flush_mm() does\n'
   'after an IDTE ("the machine carries a long IPTE-range out as a purge of the whole TLB"), but the instruction only purges its own entries: a CPU that\n'
   'ran the mm before keeps its translations of other PTEs, and the next direct-policy invalidation of one of them (test_and_clear_young) takes a\n'
