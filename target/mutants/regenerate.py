@@ -232,6 +232,310 @@ m('endless-apply-loop', 'endless loop',
 		ptep += count;
 	}''')])
 
+# Deep mutants: each needs a program shape that random generation rarely makes.
+
+m('zero-page-no-ipte', 'missed IPTE for one PTE value',
+  'range_invalidate_runs() treats a mapping of the shared zero page as needing no IPTE ("nothing writes to the zero page, a stale translation still\n'
+  'reads zeroes"), compared by value against ZERO_PAGE_PTE (pfn 0x5f0, present, read, young, protected: 0x5f0215); the pending value is then stored\n'
+  'over the entry while it is valid, and other CPUs keep translating it. Needs exactly that PTE value (a pfn random programs never use), valid in\n'
+  'memory and batched on an mm another CPU runs: get_and_clear of it in a section, disable.',
+  [('#define PTE_POISON\t_PAGE_LARGE\n',
+    '#define PTE_POISON\t_PAGE_LARGE\n\n'
+    '/*\n * The shared zero page, as do_anonymous_page() maps it on a read fault:\n'
+    ' * present, readable, young and write-protected.\n */\n'
+    '#define ZERO_PFN\t0x5f0UL\n'
+    '#define ZERO_PAGE_PTE\t((ZERO_PFN << PAGE_SHIFT) | _PAGE_PROTECT | _PAGE_READ | \\\n'
+    '\t\t\t _PAGE_YOUNG | _PAGE_PRESENT)\n'),
+   ('\t\tinvalid = pte_val(__ptep_get(ptep)) & _PAGE_INVALID;\n\t\tcount = 1;\n',
+    '\t\tinvalid = pte_val(__ptep_get(ptep)) & _PAGE_INVALID;\n'
+    '\t\t/*\n\t\t * Nothing ever writes to the zero page: a translation of it\n'
+    '\t\t * that outlives the batch still reads zeroes, no IPTE needed.\n\t\t */\n'
+    '\t\tif (pte_val(__ptep_get(ptep)) == ZERO_PAGE_PTE)\n'
+    '\t\t\tinvalid = _PAGE_INVALID;\n'
+    '\t\tcount = 1;\n')])
+
+m('ipte-gap-merge', 'IPTE of entries outside the batch',
+  'When at least 16 pending entries of the window are valid in memory, range_invalidate_runs() covers them with one IPTE-range from the first to the\n'
+  'last, assuming the entries in between are pending too or invalid already; a valid entry in between that the section did not touch is invalidated\n'
+  'in memory and stays invalid. Needs 16 batched updates of valid PTEs in one flush interval on an mm another CPU runs, around a valid PTE the\n'
+  'section leaves alone.',
+  [('''/*
+ * Invalidate the pending entries that are valid in memory: one IPTE-range
+ * per run of consecutive pending slots whose entries agree on the I bit.
+ */
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+''', '''/*
+ * zap_pte_range() over a populated stretch: when many pending entries are
+ * valid, one IPTE-range from the first to the last of them is cheaper than one
+ * per run. The entries in between are pending too, or invalid already.
+ */
+#define RANGE_MERGE_MIN	16
+
+static bool range_invalidate_merged(struct ipte_range *range)
+{
+	pte_t *first = NULL, *last = NULL, *ptep;
+	unsigned int valid = 0;
+
+	for (ptep = range->start_pte; ptep < range->end_pte; ptep++) {
+		if (!slot_pending(range, ptep - range->base_pte) ||
+		    (pte_val(__ptep_get(ptep)) & _PAGE_INVALID))
+			continue;
+		if (!first)
+			first = ptep;
+		last = ptep;
+		valid++;
+	}
+	if (valid < RANGE_MERGE_MIN)
+		return false;
+	range_invalidate(range, first, last - first + 1);
+	return true;
+}
+
+/*
+ * Invalidate the pending entries that are valid in memory: one IPTE-range
+ * per run of consecutive pending slots whose entries agree on the I bit.
+ */
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+	if (range_invalidate_merged(range))
+		return;
+''')])
+
+m('whole-table-window-ipte', 'IPTE of entries outside the batch',
+  'A section whose range is a whole page table (t0[0..256]) is taken for the zap of a whole PMD: range_invalidate_runs() covers the whole window with one\n'
+  'IPTE-range as soon as one pending entry is valid, although the caller may skip entries; a valid entry in the window that the section did not touch is\n'
+  'invalidated in memory and stays invalid. Needs a full-table range, a batched update of a valid PTE and an untouched valid PTE between updated ones.',
+  [('''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+''', '''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+	/*
+	 * A range of a whole page table is the zap of a whole PMD: the window
+	 * is being cleared, one IPTE-range covers it.
+	 */
+	if (range_nr(range) == PTRS_PER_PTE) {
+		for (; ptep < range->end_pte; ptep++) {
+			if (slot_pending(range, ptep - range->base_pte) &&
+			    !(pte_val(__ptep_get(ptep)) & _PAGE_INVALID)) {
+				range_invalidate(range, range->start_pte,
+						 range->end_pte - range->start_pte);
+				return;
+			}
+		}
+		return;
+	}
+''')])
+
+m('batch-limit-orphan', 'lost update',
+  'slot_fill() bounds the time preemption stays off by writing the batch out once it has taken RANGE_BATCH_MAX (32) updates, but it does so after\n'
+  'widening the window and before storing the new slot: the write-out empties the window, and the 33rd update is left pending outside it. An\n'
+  'ascending run of 33 updates in one flush interval (e.g. two set_ptes of 16 and one set_pte) loses the last one: memory keeps the old value.',
+  [('''static void slot_fill(struct ipte_range *range, pte_t *ptep, unsigned int idx, pte_t pte)
+{
+	range->cache[idx] = pte;
+	range->pending[idx / RANGE_LONG_BITS] |= 1UL << (idx % RANGE_LONG_BITS);
+	if (ptep < range->start_pte)
+		range->start_pte = ptep;
+	if (ptep >= range->end_pte)
+		range->end_pte = ptep + 1;
+}''', '''static void range_apply(struct ipte_range *range);
+
+/* Updates a batch takes before it is written out: preemption is off meanwhile. */
+#define RANGE_BATCH_MAX	32
+
+static void slot_fill(struct ipte_range *range, pte_t *ptep, unsigned int idx, pte_t pte)
+{
+	if (ptep < range->start_pte)
+		range->start_pte = ptep;
+	if (ptep >= range->end_pte)
+		range->end_pte = ptep + 1;
+	/* A full batch is written out before the next update joins it. */
+	if (range->fills++ == RANGE_BATCH_MAX)
+		range_apply(range);
+	range->cache[idx] = pte;
+	range->pending[idx / RANGE_LONG_BITS] |= 1UL << (idx % RANGE_LONG_BITS);
+}'''),
+   ('\tpte_t *end_pte;\t\t\t/* pending slot */\n',
+    '\tpte_t *end_pte;\t\t\t/* pending slot */\n\tunsigned int fills;\t\t/* updates since the last write-out */\n'),
+   ('''static void range_reset_window(struct ipte_range *range)
+{
+''', '''static void range_reset_window(struct ipte_range *range)
+{
+	range->fills = 0;
+''')])
+
+m('run-split-past-window', 'out-of-bounds bitmap read',
+  'The run splitter\'s extension loop in range_invalidate_runs() tests "ptep + count <= range->end_pte" (one too far) and so also asks slot_pending()\n'
+  'about the slot just past the window. Harmless while that slot exists (it is never pending), but a range of a whole page table (t0[0..256]) whose\n'
+  'window reaches entry 255 makes it read pending[4], past the end of the kzalloc\'d struct ipte_range. Needs the full-table range and an update of t0[255].',
+  [('\t\twhile (ptep + count < range->end_pte &&\n',
+    '\t\twhile (ptep + count <= range->end_pte &&\n')])
+
+m('owed-flush-skips-ipte', 'store over a valid PTE, no IPTE',
+  'range_invalidate() skips the IPTE-range of a run of 8 or more entries when this CPU runs the mm and a full flush of it is owed (flush_mm), and\n'
+  'only sets the I bits by store ("the caller\'s flush pays the owed flush, cheaper than a long IPTE-range"): the lazy policy\'s shortcut, allowed\n'
+  'only while no other CPU runs the mm. A user mm\'s owed flush is paid when a second CPU switches it in, but init_mm\'s is not paid when a CPU comes\n'
+  'back online. Needs a lazy invalidation on init_mm while the other CPUs are offline, a CPU back online, then a batched run of 8 valid kernel PTEs.',
+  [('''/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''', '''#define RANGE_OWED_MIN	8
+
+/*
+ * Invalidate @count consecutive entries, all valid in memory, before new'''),
+   ('''	atomic_inc(&mm->context.flush_count);
+	if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);''', '''	atomic_inc(&mm->context.flush_count);
+	if (count >= RANGE_OWED_MIN && mm->context.flush_mm &&
+	    cpumask_test_cpu(cpu, &mm->context.cpu_attach_mask)) {
+		/*
+		 * This CPU runs the mm and owes it a full flush: the caller's
+		 * flush pays it, cheaper than a long IPTE-range.
+		 */
+		for (; count; count--, ptep++)
+			__set_pte(ptep, __pte(pte_val(__ptep_get(ptep)) | _PAGE_INVALID));
+	} else if (cpu_has_tlb_lc() && cpumask_equal(mm_cpumask(mm), cpumask_of(cpu)))
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_LOCAL);''')])
+
+m('run-table-overflow', 'missed IPTE on part of a window',
+  'range_invalidate_runs() first collects the valid runs in an array of RANGE_MAX_RUNS (8) and issues their IPTE-ranges after the scan ("the IPTEs\n'
+  'change the I bits the scan reads"); runs beyond the eighth are silently dropped, and their pending values are stored over valid entries. Needs nine\n'
+  'separate runs of batched updates of valid PTEs (separated by untouched or invalid entries) in one flush interval on an mm another CPU runs.',
+  [('''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+''', '''#define RANGE_MAX_RUNS	8
+
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	/* Scan first, invalidate afterwards: the IPTEs change the I bits the scan reads. */
+	struct {
+		pte_t *ptep;
+		unsigned int count;
+	} runs[RANGE_MAX_RUNS];
+	pte_t *ptep = range->start_pte;
+	unsigned int count, nr = 0, i;
+	unsigned long invalid;
+'''), ('''		if (!invalid)
+			range_invalidate(range, ptep, count);
+		ptep += count;
+	}
+}''', '''		if (!invalid && nr < RANGE_MAX_RUNS) {
+			runs[nr].ptep = ptep;
+			runs[nr].count = count;
+			nr++;
+		}
+		ptep += count;
+	}
+	for (i = 0; i < nr; i++)
+		range_invalidate(range, runs[i].ptep, runs[i].count);
+}''')])
+
+m('window-len-u8', 'truncated window length',
+  'range_apply() keeps the window length in a u8 ("the window lies in one page table: at most PTRS_PER_PTE entries"): a window of all 256 entries of\n'
+  'a table (updates of both t0[0] and t0[255] in one flush interval of a full-table range) has length 0, so nothing is unpoisoned before the write-out,\n'
+  'which then reads and writes the poisoned entries as the eager code would, and nothing is poisoned again afterwards.',
+  [('''	pte_t *start = range->start_pte;
+	pte_t *end = range->end_pte;
+
+	if (start >= end)
+		return;
+	kasan_unpoison_pte(start, end - start);
+	range_invalidate_runs(range);
+	range_store(range);
+	kasan_poison_pte(start, end - start);
+	range_reset_window(range);''', '''	pte_t *start = range->start_pte;
+	/* The window lies in one page table: at most PTRS_PER_PTE entries. */
+	u8 nr = range->end_pte - start;
+
+	if (start >= range->end_pte)
+		return;
+	kasan_unpoison_pte(start, nr);
+	range_invalidate_runs(range);
+	range_store(range);
+	kasan_poison_pte(start, nr);
+	range_reset_window(range);''')])
+
+m('dense-window-count', 'missed IPTE on part of a run',
+  'range_invalidate_runs() has a fast path for a dense window of at least 32 entries, every one pending and valid in memory (a zap of a populated\n'
+  'stretch): one IPTE-range over the window, called with range_invalidate(range, start, len - 1), the "nr" convention of the instruction, although\n'
+  'range_invalidate() takes a count. The last entry of the window is not invalidated, and its pending value is stored over it while it is valid.\n'
+  'Needs 32 consecutive batched updates of valid PTEs in one flush interval on an mm another CPU runs.',
+  [('''static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+''', '''#define RANGE_DENSE_MIN	32
+
+static void range_invalidate_runs(struct ipte_range *range)
+{
+	pte_t *ptep = range->start_pte;
+	unsigned long invalid;
+	unsigned int count;
+
+	/*
+	 * A dense window of valid entries (a zap of a populated stretch): one
+	 * IPTE-range for all of it.
+	 */
+	if (range->end_pte - range->start_pte >= RANGE_DENSE_MIN) {
+		for (; ptep < range->end_pte; ptep++)
+			if (!slot_pending(range, ptep - range->base_pte) ||
+			    (pte_val(__ptep_get(ptep)) & _PAGE_INVALID))
+				break;
+		if (ptep == range->end_pte) {
+			range_invalidate(range, range->start_pte,
+					 range->end_pte - range->start_pte - 1);
+			return;
+		}
+		ptep = range->start_pte;
+	}
+''')])
+
+m('long-ipte-range-as-flush', 'CPU dropped from mm_cpumask',
+  'After a global IPTE-range of 16 or more entries, range_invalidate() shrinks mm_cpumask() to the CPUs attached to the mm, as __tlb_flush_mm() does\n'
+  'after an IDTE ("the machine carries a long IPTE-range out as a purge of the whole TLB"), but the instruction only purges its own entries: a CPU that\n'
+  'ran the mm before keeps its translations of other PTEs, and the next direct-policy invalidation of one of them (test_and_clear_young) takes a\n'
+  'local IPTE. Needs a CPU that read a PTE and switched away, 16 batched young-bit clears of valid PTEs in one run, then a young-bit clear of that PTE.',
+  [('''	else
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_GLOBAL);
+	atomic_dec(&mm->context.flush_count);
+}''', '''	else {
+		__ptep_ipte_range(addr, count - 1, ptep, IPTE_GLOBAL);
+		/*
+		 * The machine carries a long global IPTE-range out as a purge of
+		 * the whole TLB: now only the CPUs that run the mm can hold
+		 * entries for it, as after __tlb_flush_mm().
+		 */
+		if (count >= RANGE_PURGE_MIN)
+			cpumask_copy(mm_cpumask(mm), &mm->context.cpu_attach_mask);
+	}
+	atomic_dec(&mm->context.flush_count);
+}'''),
+   ('''/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''', '''#define RANGE_PURGE_MIN	16
+
+/*
+ * Invalidate @count consecutive entries, all valid in memory, before new''')])
+
 # Compute every patch first: a stale edit fails before anything is written.
 patches = []
 for n, (name, cls, desc, edits) in enumerate(M, 1):
