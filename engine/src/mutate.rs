@@ -30,6 +30,8 @@ pub enum Mutation {
     Splice,
     Grow,
     Shrink,
+    /// Repeat a PTE operation over the entries after it (a page-table walk).
+    Walk,
     Adversarial,
 }
 
@@ -44,6 +46,7 @@ const WEIGHTS: &[(u32, Mutation)] = &[
     (6, Mutation::Splice),
     (3, Mutation::Grow),
     (3, Mutation::Shrink),
+    (4, Mutation::Walk),
 ];
 
 fn choose(rng: &mut Rng, weights: &[(u32, Mutation)]) -> Mutation {
@@ -162,6 +165,7 @@ pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rn
             let config = p.config.clone();
             p.config.init.retain(|i| config.has_pte(i.pte));
         }
+        Mutation::Walk if len > 0 && len < MAX_STEPS => walk(p, rng.below(len), rng),
         Mutation::Adversarial => {
             p.config.mode = Mode::Adversarial;
         }
@@ -208,7 +212,14 @@ fn nudge(i: u16, rng: &mut Rng, max: u16, dict: &Dict) -> u16 {
         }
     }
     let d = [1i32, -1, 2, -2, 8, -8][rng.below(6)];
-    if rng.chance(1, 5) {
+    if rng.chance(1, 10) {
+        // The bounds: a range over the whole table, its last entry.
+        if rng.chance(1, 2) {
+            0
+        } else {
+            max - 1
+        }
+    } else if rng.chance(1, 5) {
         rng.below(max as usize) as u16
     } else {
         (i as i32 + d).clamp(0, max as i32 - 1) as u16
@@ -270,6 +281,41 @@ fn count_like(n: u16, rng: &mut Rng, dict: &Dict) -> u16 {
         }
     }
     (n as i32 + if rng.chance(1, 2) { 1 } else { -1 }).clamp(1, 16) as u16
+}
+
+/// Repeats step `i`'s PTE operation on the next entries (stride 1 or 2, up to 32 of
+/// them, within the table), right after it, as a page-table walk does. Steps the
+/// contract then refuses are dropped by `finish`.
+fn walk(p: &mut Program, i: usize, rng: &mut Rng) {
+    let step = p.steps[i].clone();
+    let Some(first) = step.op.pte() else {
+        return;
+    };
+    if matches!(
+        step.op,
+        Op::ModifyProtStart { .. } | Op::ModifyProtCommit { .. }
+    ) {
+        return; // a transaction is one PTE's
+    }
+    let stride = if rng.chance(1, 4) { 2 } else { 1 };
+    let n = 1 + rng.below(32);
+    let copies: Vec<Step> = (1..=n as u16)
+        .map(|k| first.index as usize + (k * stride) as usize)
+        .take_while(|&x| x < PTRS_PER_PTE)
+        .take(MAX_STEPS - p.steps.len())
+        .map(|x| {
+            let mut s = step.clone();
+            set_pte(
+                &mut s.op,
+                PteRef {
+                    index: x as u16,
+                    ..first
+                },
+            );
+            s
+        })
+        .collect();
+    p.steps.splice(i + 1..i + 1, copies);
 }
 
 fn adjust_range(r: &mut PteRange, rng: &mut Rng, dict: &Dict) {

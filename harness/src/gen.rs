@@ -64,6 +64,11 @@ pub fn generate(u: &mut Unstructured<'_>, mode: Mode) -> Result<Program> {
     while g.program.steps.len() < MAX_STEPS && !u.is_empty() && attempts < MAX_STEPS * 4 {
         attempts += 1;
         let cpu = u.int_in_range(0..=g.program.config.cpus - 1)?;
+        // Kernel call sites walk their range PTE by PTE (zap, change_protection, the
+        // young-bit scans): whole runs of one operation, which single steps rarely build.
+        if u.ratio(1, 12)? && g.walk(u, cpu, mode)? {
+            continue;
+        }
         let op = if mode == Mode::Adversarial && u.ratio(1, 4)? {
             Some(random_op(u, &g.program.config)?)
         } else {
@@ -128,6 +133,22 @@ fn gen_config(u: &mut Unstructured<'_>, mode: Mode) -> Result<MachineConfig> {
                 let index = u.int_in_range(0..=63u16)? * if u.ratio(1, 4)? { 4 } else { 1 };
                 let value = gen_value(u, classes)?;
                 if value != pte::PTE_NONE {
+                    init.push(InitPte {
+                        pte: PteRef::new(m as u8, t, index),
+                        value,
+                    });
+                }
+            }
+        }
+    }
+    // Populated runs, as a mapped file or heap leaves them: consecutive valid entries.
+    for (m, mm) in mms.iter().enumerate() {
+        for t in 0..mm.tables {
+            if u.ratio(1, 4)? {
+                let start = u.int_in_range(0..=PTRS_PER_PTE as u16 - 1)?;
+                let len = u.int_in_range(2..=64u16)?;
+                let value = gen_value(u, &PteClass::REALISTIC[..4])?;
+                for index in start..(start + len).min(PTRS_PER_PTE as u16) {
                     init.push(InitPte {
                         pte: PteRef::new(m as u8, t, index),
                         value,
@@ -611,6 +632,51 @@ impl Gen {
                 P::ClearFlush => Op::PtepClearFlush { pte },
             })
         }))
+    }
+
+    /// A walk over (part of) the CPU's own active range: one operation on every entry, or
+    /// every other one, as the kernel's page-table walkers do. Each step is checked
+    /// against the contract; returns whether any was added.
+    fn walk(&mut self, u: &mut Unstructured<'_>, cpu: u8, mode: Mode) -> Result<bool> {
+        let me = &self.st.cpus[cpu as usize];
+        let Some(r) = me
+            .active_range()
+            .filter(|_| !me.in_irq() && me.prot.is_none())
+        else {
+            return Ok(false);
+        };
+        let end = r.end.min(PTRS_PER_PTE as u16);
+        if r.start >= end {
+            return Ok(false);
+        }
+        let start = if u.ratio(1, 2)? {
+            r.start
+        } else {
+            u.int_in_range(r.start..=end - 1)?
+        };
+        let stride = if u.ratio(1, 4)? { 2 } else { 1 };
+        let len = u.int_in_range(1..=64usize)?;
+        let value = gen_value(u, &PteClass::REALISTIC[..4])?;
+        let kind = u.int_in_range(0..=4u8)?;
+        let before = self.program.steps.len();
+        for index in (start..end).step_by(stride).take(len) {
+            if self.program.steps.len() >= MAX_STEPS {
+                break;
+            }
+            let pte = PteRef::new(r.mm, r.table, index);
+            let op = match kind {
+                0 => Op::PtepGetAndClear { pte },
+                1 => Op::PtepTestAndClearYoung { pte },
+                2 => Op::SetWrprotect { pte },
+                3 => Op::PtepGet { pte },
+                _ => Op::SetPte { pte, value },
+            };
+            let step = Step { cpu, op };
+            if self.program.validate_step(&step).is_ok() && self.st.check(&step).is_ok() {
+                self.push(step, mode);
+            }
+        }
+        Ok(self.program.steps.len() > before)
     }
 
     /// Ends the program as callers do: commit, close everything LIFO, and end each mm's
