@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lazymmu_harness::gen;
-use lazymmu_lang::Mode;
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
 use crate::campaign::executor;
@@ -430,5 +430,74 @@ pub fn crashes(
         t0.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Realistic programs of `len` to `len` + 10 % steps, grown from generated ones by
+/// the engine's own mutations (a splice with itself adds the most): corpus programs, as
+/// the built-in engine mutates them.
+pub fn programs_of_length(len: usize, n: usize, rng: &mut crate::rng::Rng) -> Vec<Program> {
+    let band = len..=len + len / 10;
+    let mut out = vec![];
+    while out.len() < n {
+        let n = 512 + rng.below(1024);
+        let bytes = rng.bytes(n);
+        let mut p = gen::from_bytes(&bytes, Mode::Realistic);
+        // A bounded number of tries: a program that stops growing is dropped.
+        for _ in 0..400 {
+            if band.contains(&p.steps.len()) {
+                break;
+            }
+            if let Some(c) = crate::mutate::mutate(&p, Some(&p), rng) {
+                if c.steps.len() > p.steps.len() && c.steps.len() <= *band.end() {
+                    p = c;
+                }
+            }
+        }
+        if band.contains(&p.steps.len()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `bench mutations`: structural mutations per second (`mutate`, as the built-in engine
+/// calls it: a corpus program and a splice partner) on realistic corpus programs of about
+/// 50, 200 and 400 steps, `secs` seconds per row.
+pub fn mutations(secs: f64, seed: u64) -> Result<(), String> {
+    use crate::mutate::mutate;
+    let mut rng = crate::rng::Rng::new(seed);
+    println!("structural mutations on realistic corpus programs, one core, seed {seed}:");
+    for len in [50, 200, 400] {
+        let corpus = programs_of_length(len, 16, &mut rng);
+        let steps: usize = corpus.iter().map(|p| p.steps.len()).sum();
+        // Identifies the corpus: equal figures before and after a change of the
+        // mutation driver mean the same programs were mutated.
+        let hash = crate::out::program_hash(
+            &corpus
+                .iter()
+                .map(lazymmu_lang::text::to_text)
+                .collect::<String>(),
+        );
+        let (mut calls, mut children, mut i) = (0u64, 0u64, 0usize);
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < secs {
+            for _ in 0..16 {
+                let parent = &corpus[i % corpus.len()];
+                let other = &corpus[(i * 7 + 3) % corpus.len()];
+                i += 1;
+                calls += 1;
+                children +=
+                    std::hint::black_box(mutate(parent, Some(other), &mut rng)).is_some() as u64;
+            }
+        }
+        let elapsed = t.elapsed().as_secs_f64();
+        println!(
+            "  ~{len:>3} steps ({:>5.1} avg, corpus {hash}): {:>8.0} mutate calls/s, {:>8.0} children/s",
+            steps as f64 / corpus.len() as f64,
+            calls as f64 / elapsed,
+            children as f64 / elapsed,
+        );
+    }
     Ok(())
 }
