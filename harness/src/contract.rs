@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use lazymmu_lang::program::*;
 use lazymmu_lang::pte::{self, PteClass, PTRS_PER_PTE};
 use lazymmu_model::exec::Stepper;
-use lazymmu_model::machine::LazyState;
+use lazymmu_model::machine::{LazyState, MachineState};
 use lazymmu_oracle::Eager;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl std::fmt::Display for Violation {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
     pub online: bool,
     pub frames: Vec<Frame>,
@@ -119,6 +119,28 @@ impl CpuState {
     }
 }
 
+/// A `ContractState` saved between steps, to resume from later (`ContractState::restore`)
+/// or to compare: two states that are equal decide every later step alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractSnapshot {
+    cpus: Vec<CpuState>,
+    attach: Vec<u8>,
+    eager: MachineState,
+}
+
+impl ContractSnapshot {
+    /// Bytes this snapshot takes on the heap, roughly.
+    pub fn heap_bytes(&self) -> usize {
+        self.eager.heap_bytes()
+            + self.attach.len()
+            + self
+                .cpus
+                .iter()
+                .map(|c| std::mem::size_of::<CpuState>() + c.frames.len() * 4)
+                .sum::<usize>()
+    }
+}
+
 /// Follows a program through the contract. The eager value of every PTE comes from the
 /// oracle itself, stepped along (`Stepper`): the eager semantics exist once, in
 /// lazymmu-oracle.
@@ -156,6 +178,45 @@ impl ContractState {
             applied: 0,
             attach: config.mms.iter().map(|m| m.attach_mask).collect(),
         }
+    }
+
+    /// The state now (between steps), for `restore`.
+    pub fn save(&self) -> ContractSnapshot {
+        // Every field named: one added later must be saved here too (or be the config).
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: _,
+            attach,
+        } = self;
+        ContractSnapshot {
+            cpus: cpus.clone(),
+            attach: attach.clone(),
+            eager: eager.machine.save(),
+        }
+    }
+
+    /// The state `s` (saved with this `config`) after `applied` steps.
+    pub fn restore(config: &MachineConfig, s: &ContractSnapshot, applied: usize) -> Self {
+        let mut st = ContractState::new(config);
+        st.cpus.clone_from(&s.cpus);
+        st.attach.clone_from(&s.attach);
+        st.eager.machine.restore(&s.eager);
+        st.applied = applied;
+        st
+    }
+
+    /// Whether the state now is `s`: `self.save() == *s` without building it.
+    pub fn matches(&self, s: &ContractSnapshot) -> bool {
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: _,
+            attach,
+        } = self;
+        *cpus == s.cpus && *attach == s.attach && eager.machine.matches(&s.eager)
     }
 
     /// The eager value of `p` now.
