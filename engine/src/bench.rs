@@ -473,11 +473,13 @@ fn cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// `bench mutations`: structural mutations per second (`mutate`, as the built-in engine
-/// calls it: a corpus program and a splice partner) on realistic corpus programs of about
-/// 50, 200 and 400 steps, `secs` seconds of CPU time per row.
+/// `bench mutations`: structural mutations per second on realistic corpus programs of
+/// about 50, 200 and 400 steps, `secs` seconds of CPU time per row: `mutate` as the libFuzzer custom
+/// mutator calls it (its checkpoints built on every call), and `mutate_with` as the
+/// built-in engine calls it, with checkpoints kept per corpus program (their cost and
+/// size shown apart), with a splice partner either way.
 pub fn mutations(secs: f64, seed: u64) -> Result<(), String> {
-    use crate::mutate::mutate;
+    use crate::mutate::{mutate, mutate_with};
     println!("structural mutations on realistic corpus programs, per CPU second, seed {seed}:");
     for len in [50, 200, 400] {
         // The corpus from a stream of its own: the runs below take a number of random
@@ -493,25 +495,61 @@ pub fn mutations(secs: f64, seed: u64) -> Result<(), String> {
                 .map(lazymmu_lang::text::to_text)
                 .collect::<String>(),
         );
-        let (mut calls, mut children, mut i) = (0u64, 0u64, 0usize);
-        let t = cpu_seconds();
-        while cpu_seconds() - t < secs {
-            for _ in 0..16 {
-                let parent = &corpus[i % corpus.len()];
-                let other = &corpus[(i * 7 + 3) % corpus.len()];
-                i += 1;
-                calls += 1;
-                children +=
-                    std::hint::black_box(mutate(parent, Some(other), &mut rng)).is_some() as u64;
-            }
-        }
-        let elapsed = cpu_seconds() - t;
         println!(
-            "  ~{len:>3} steps ({:>5.1} avg, corpus {hash}): {:>8.0} mutate calls/s, {:>8.0} children/s",
-            steps as f64 / corpus.len() as f64,
-            calls as f64 / elapsed,
-            children as f64 / elapsed,
+            "  ~{len} steps ({:.1} avg, corpus {hash}):",
+            steps as f64 / corpus.len() as f64
         );
+        let t = cpu_seconds();
+        let mut built = 0;
+        let mut cps = vec![];
+        while built == 0 || cpu_seconds() - t < secs / 4.0 {
+            cps = corpus
+                .iter()
+                .map(|p| gen::Checkpoints::new(p.clone()))
+                .collect();
+            built += corpus.len();
+        }
+        let build_rate = built as f64 / (cpu_seconds() - t);
+        let bytes = cps.iter().map(|c| c.heap_bytes()).sum::<usize>() / corpus.len();
+        println!(
+            "    checkpoints every {} steps: {build_rate:>8.0} programs/s, {:.1} KiB each",
+            gen::CHECKPOINT_EVERY,
+            bytes as f64 / 1024.0
+        );
+        for kept in [false, true] {
+            let (mut calls, mut children, mut i) = (0u64, 0u64, 0usize);
+            let mut sum = 0u64;
+            let t = cpu_seconds();
+            while cpu_seconds() - t < secs {
+                for _ in 0..16 {
+                    let n = i % corpus.len();
+                    let (parent, other) = (&corpus[n], &corpus[(i * 7 + 3) % corpus.len()]);
+                    i += 1;
+                    calls += 1;
+                    let child = if kept {
+                        mutate_with(parent, &cps[n], Some(other), &mut rng)
+                    } else {
+                        mutate(parent, Some(other), &mut rng)
+                    };
+                    if let Some(c) = child {
+                        children += 1;
+                        sum += c.steps.len() as u64;
+                    }
+                }
+            }
+            let elapsed = cpu_seconds() - t;
+            println!(
+                "    {:<34} {:>8.0} calls/s, {:>8.0} children/s ({:.0} steps avg)",
+                if kept {
+                    "mutate_with (checkpoints kept):"
+                } else {
+                    "mutate:"
+                },
+                calls as f64 / elapsed,
+                children as f64 / elapsed,
+                sum as f64 / children.max(1) as f64,
+            );
+        }
     }
     Ok(())
 }
