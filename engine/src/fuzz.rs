@@ -2,17 +2,17 @@
 //! it through target and oracle, keep it if it reached new model features, save every new
 //! finding signature. Deterministic from the seed for a given run budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use lazymmu_harness::check::{Class, Finding, Verdict, FEATURES};
-use lazymmu_harness::gen::from_bytes;
+use lazymmu_harness::gen::{from_bytes, Checkpoints};
 use lazymmu_lang::text::to_text;
 use lazymmu_lang::{Mode, Program};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{CrashReport, Executor, Outcome};
-use crate::mutate::mutate;
+use crate::mutate::mutate_with;
 use crate::out::OutDir;
 use crate::rng::Rng;
 
@@ -112,6 +112,12 @@ pub struct Fuzzer {
     cfg: Config,
     rng: Rng,
     corpus: Vec<Program>,
+    /// Checkpoints of corpus programs, built when one is first mutated, so that its
+    /// mutants replay only around their change; the oldest built go beyond
+    /// `CHECKPOINT_BUDGET` bytes.
+    checkpoints: Vec<Option<Checkpoints>>,
+    built: VecDeque<usize>,
+    checkpoint_bytes: usize,
     seen: Vec<u64>,
     stats: Stats,
     start: Instant,
@@ -126,6 +132,9 @@ pub struct Fuzzer {
 /// one request to the executor.
 const ROUND: usize = 32;
 
+/// Bytes of corpus checkpoints a worker keeps (a 400-step program takes about 50 KiB).
+const CHECKPOINT_BUDGET: usize = 64 << 20;
+
 impl Fuzzer {
     pub fn new(exec: Executor, mut cfg: Config) -> Fuzzer {
         let seeds = std::mem::take(&mut cfg.seeds);
@@ -138,6 +147,9 @@ impl Fuzzer {
             },
             cfg,
             corpus: vec![],
+            checkpoints: vec![],
+            built: VecDeque::new(),
+            checkpoint_bytes: 0,
             seen: vec![0; (FEATURES / 64) as usize],
             start: Instant::now(),
             arms: [(0, 0); 2],
@@ -221,7 +233,27 @@ impl Fuzzer {
             parent.config.mode = Mode::Adversarial;
         }
         let other = self.corpus[self.rng.below(n)].clone();
-        mutate(&parent, Some(&other), &mut self.rng).map(|p| (p, 1))
+        self.build_checkpoints(i);
+        let cp = self.checkpoints[i].as_ref().expect("just built");
+        // The mode a parent is mutated in does not matter to its checkpoints.
+        mutate_with(&parent, cp, Some(&other), &mut self.rng).map(|p| (p, 1))
+    }
+
+    /// Makes sure corpus program `i` has its checkpoints, within the budget.
+    fn build_checkpoints(&mut self, i: usize) {
+        if self.checkpoints[i].is_some() {
+            return;
+        }
+        let cp = Checkpoints::new(self.corpus[i].clone());
+        self.checkpoint_bytes += cp.heap_bytes();
+        self.checkpoints[i] = Some(cp);
+        self.built.push_back(i);
+        while self.checkpoint_bytes > CHECKPOINT_BUDGET && self.built.len() > 1 {
+            let old = self.built.pop_front().expect("not empty");
+            if let Some(cp) = self.checkpoints[old].take() {
+                self.checkpoint_bytes -= cp.heap_bytes();
+            }
+        }
     }
 
     /// One round: up to `ROUND` new programs, run in the executor, learnt from in order.
@@ -265,6 +297,7 @@ impl Fuzzer {
                     let _ = o.save_corpus(p);
                 }
                 self.corpus.push(p.clone());
+                self.checkpoints.push(None);
                 self.stats.corpus = self.corpus.len() as u64;
             }
             if let Some(arm) = *arm {
