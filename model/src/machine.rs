@@ -301,6 +301,11 @@ pub struct Machine {
 /// Shadow value of a slot nobody poisoned.
 const UNPOISONED: u8 = 0xff;
 
+/// Entries of a table that are not `PTE_NONE` (the comparison vectorizes).
+fn used(entries: &[u64; PTRS_PER_PTE]) -> usize {
+    entries.iter().filter(|&&v| v != pte::PTE_NONE).count()
+}
+
 /// What decides how a machine goes on from here, without its guarded memory: saved
 /// between steps to resume a run later (`Machine::restore`), and compared to tell two
 /// runs that will behave alike from here on. Sparse, since most entries are empty: the
@@ -472,19 +477,30 @@ impl Machine {
             step_hw.is_empty() && lazy_invalidated.is_empty(),
             "mid-step"
         );
-        let mut memory = vec![];
+        let tables = || mms.iter().flat_map(|mm| &mm.tables);
+        let mut memory = Vec::with_capacity(tables().map(|t| used(&t.entries)).sum());
         let mut poisoned = vec![];
         for (m, mm) in mms.iter().enumerate() {
             for (t, table) in mm.tables.iter().enumerate() {
-                for (i, &v) in table.entries.iter().enumerate() {
-                    if v != pte::PTE_NONE {
-                        memory.push((PteRef::new(m as u8, t as u8, i as u16), v));
+                // Most of a table is empty: skip it eight entries at a time.
+                for (k, chunk) in table.entries.chunks_exact(8).enumerate() {
+                    if chunk.iter().all(|&v| v == pte::PTE_NONE) {
+                        continue;
+                    }
+                    for (i, &v) in chunk.iter().enumerate() {
+                        if v != pte::PTE_NONE {
+                            memory.push((PteRef::new(m as u8, t as u8, (k * 8 + i) as u16), v));
+                        }
                     }
                 }
             }
         }
         for (m, tables) in shadow.iter().enumerate() {
             for (t, slots) in tables.iter().enumerate() {
+                // Only the C target's KASAN hooks poison: mostly nothing to see.
+                if slots.iter().all(|&o| o == UNPOISONED) {
+                    continue;
+                }
                 for (i, &owner) in slots.iter().enumerate() {
                     if owner != UNPOISONED {
                         poisoned.push((PteRef::new(m as u8, t as u8, i as u16), owner));
@@ -524,25 +540,39 @@ impl Machine {
         {
             return false;
         }
-        // The live entries that are not empty must be the saved ones, in order.
-        let mut memory = s.memory.iter();
+        // Per table: the saved entries have their values, and no other is used.
+        let mut memory = &s.memory[..];
         for (m, mm) in mms.iter().enumerate() {
             for (t, table) in mm.tables.iter().enumerate() {
-                for (i, &v) in table.entries.iter().enumerate() {
-                    if v != pte::PTE_NONE
-                        && memory.next() != Some(&(PteRef::new(m as u8, t as u8, i as u16), v))
-                    {
-                        return false;
-                    }
+                let n = memory
+                    .iter()
+                    .take_while(|(p, _)| (p.mm, p.table) == (m as u8, t as u8))
+                    .count();
+                let (here, rest) = memory.split_at(n);
+                memory = rest;
+                let used = table
+                    .entries
+                    .iter()
+                    .filter(|&&v| v != pte::PTE_NONE)
+                    .count();
+                if used != n
+                    || here
+                        .iter()
+                        .any(|&(p, v)| table.entries[p.index as usize] != v)
+                {
+                    return false;
                 }
             }
         }
-        if memory.next().is_some() {
+        if !memory.is_empty() {
             return false;
         }
         let mut poisoned = s.shadow.iter();
         for (m, tables) in shadow.iter().enumerate() {
             for (t, slots) in tables.iter().enumerate() {
+                if slots.iter().all(|&o| o == UNPOISONED) {
+                    continue;
+                }
                 for (i, &owner) in slots.iter().enumerate() {
                     if owner != UNPOISONED
                         && poisoned.next()
