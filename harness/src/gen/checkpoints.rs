@@ -110,12 +110,16 @@ impl Checkpoints {
     /// The replay, and how many first steps `program` shares with ours, if it runs on
     /// the same machine.
     fn shared_prefix(&self, program: &Program) -> Option<(&Replay, usize)> {
+        self.shared_prefix_upto(program, program.steps.len())
+    }
+
+    /// `shared_prefix`, looking at the first `n` steps only.
+    fn shared_prefix_upto(&self, program: &Program, n: usize) -> Option<(&Replay, usize)> {
         let r = self.replay.as_ref()?;
         if !same_machine(&program.config, &self.program.config) {
             return None;
         }
-        let lcp = program
-            .steps
+        let lcp = program.steps[..n]
             .iter()
             .zip(&self.program.steps)
             .take_while(|(a, b)| a == b)
@@ -126,8 +130,8 @@ impl Checkpoints {
     /// A generator for `program`, in the state after some `from <= index` of its steps
     /// (the last checkpoint on the shared prefix, or 0): the caller replays the rest.
     pub(super) fn resume(&self, program: &Program, index: usize) -> (Gen, usize) {
-        match self.shared_prefix(program) {
-            Some((r, lcp)) => r.restore(program, self.every, index.min(lcp)),
+        match self.shared_prefix_upto(program, index) {
+            Some((r, lcp)) => r.restore(program, self.every, lcp),
             None => (Gen::new(program.config.clone()), 0),
         }
     }
@@ -179,7 +183,7 @@ impl Replay {
     fn state_at(&self, i: usize, len: usize, every: usize) -> Option<&GenState> {
         if i == len {
             Some(&self.end)
-        } else if i % every == 0 {
+        } else if i.is_multiple_of(every) {
             self.saved.get(i / every)
         } else {
             None
