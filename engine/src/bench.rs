@@ -474,8 +474,8 @@ fn cpu_seconds() -> f64 {
 }
 
 /// `bench mutations`: structural mutations per second on realistic corpus programs of
-/// about 50, 200 and 400 steps, `secs` seconds of CPU time per row: `mutate` as the libFuzzer custom
-/// mutator calls it (its checkpoints built on every call), and `mutate_with` as the
+/// about 50, 200 and 400 steps, `secs` seconds of CPU time per row: `mutate` as the
+/// libFuzzer custom mutator calls it (no checkpoints), and `mutate_with` as the
 /// built-in engine calls it, with checkpoints kept per corpus program (their cost and
 /// size shown apart), with a splice partner either way.
 pub fn mutations(secs: f64, seed: u64) -> Result<(), String> {

@@ -64,7 +64,9 @@ pub fn choose_mutation(rng: &mut Rng) -> Mutation {
 /// the parent's mode; a realistic parent gives a realistic child, or None if none was
 /// found in a few tries.
 pub fn mutate(parent: &Program, other: Option<&Program>, rng: &mut Rng) -> Option<Program> {
-    mutate_with(parent, &Checkpoints::new(parent.clone()), other, rng)
+    // Checkpoints pay off over many mutations of one parent: for a single call (the
+    // libFuzzer custom mutator), building them costs more than the replays they save.
+    mutate_from(parent, None, other, rng)
 }
 
 /// `mutate`, replaying from `cp`, checkpoints of the parent (the built-in engine keeps
@@ -76,14 +78,23 @@ pub fn mutate_with(
     other: Option<&Program>,
     rng: &mut Rng,
 ) -> Option<Program> {
+    mutate_from(parent, Some(cp), other, rng)
+}
+
+fn mutate_from(
+    parent: &Program,
+    cp: Option<&Checkpoints>,
+    other: Option<&Program>,
+    rng: &mut Rng,
+) -> Option<Program> {
     for _ in 0..8 {
         let mut p = parent.clone();
         let n = 1 + rng.below(4);
         for _ in 0..n {
             let m = choose(rng, WEIGHTS);
-            apply(&mut p, m, other, rng, Some(cp));
+            apply(&mut p, m, other, rng, cp);
         }
-        if let Some(p) = finish(p, Some(cp)) {
+        if let Some(p) = finish(p, cp) {
             if p != *parent {
                 return Some(p);
             }

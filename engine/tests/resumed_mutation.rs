@@ -3,7 +3,9 @@
 //! mutant, and the same children for the same random stream. Thousands of mutants of
 //! generated and grown corpus programs, fixed seeds.
 
-use lazymmu_engine::mutate::{apply, choose_mutation, finish, mutate_with, Mutation, MAX_STEPS};
+use lazymmu_engine::mutate::{
+    apply, choose_mutation, finish, mutate, mutate_with, Mutation, MAX_STEPS,
+};
 use lazymmu_engine::rng::Rng;
 use lazymmu_harness::contract;
 use lazymmu_harness::gen::{close_open, Checkpoints, CHECKPOINT_EVERY};
@@ -130,6 +132,7 @@ fn mutants_from_checkpoints_are_the_mutants_from_step_0() {
     let corpus = corpus();
     let mut a = Rng::new(0xc0ffee);
     let mut b = a.clone();
+    let mut c = a.clone();
     let mut made = 0;
     for (n, parent) in corpus.iter().enumerate() {
         let cp = Checkpoints::new(parent.clone());
@@ -138,6 +141,8 @@ fn mutants_from_checkpoints_are_the_mutants_from_step_0() {
             let want = mutate_from_scratch(parent, Some(other), &mut a);
             let got = mutate_with(parent, &cp, Some(other), &mut b);
             assert_eq!(got, want, "parent\n{}", to_text(parent));
+            // Without checkpoints (one replay per try instead of two).
+            assert_eq!(mutate(parent, Some(other), &mut c), want);
             made += got.is_some() as usize;
         }
         // A checkpointed program that is not the parent: only slower, never different.
@@ -145,6 +150,7 @@ fn mutants_from_checkpoints_are_the_mutants_from_step_0() {
         let want = mutate_from_scratch(parent, None, &mut a);
         let got = mutate_with(parent, &Checkpoints::new(stranger.clone()), None, &mut b);
         assert_eq!(got, want);
+        assert_eq!(mutate(parent, None, &mut c), want);
     }
     assert!(made > 4_000, "{made}");
 }
