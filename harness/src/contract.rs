@@ -207,6 +207,17 @@ impl ContractState {
         st
     }
 
+    /// Puts this state (of the same machine) in the state `s` after `applied` steps:
+    /// `restore` without building a new machine.
+    pub fn reset_to(&mut self, s: &ContractSnapshot, applied: usize) {
+        self.cpus.clone_from(&s.cpus);
+        self.attach.clone_from(&s.attach);
+        self.eager.machine.restore(&s.eager);
+        // Only recorded, never read here: dropped so that a reused state does not grow.
+        self.eager.machine.take_events();
+        self.applied = applied;
+    }
+
     /// Whether the state now is `s`: `self.save() == *s` without building it.
     pub fn matches(&self, s: &ContractSnapshot) -> bool {
         let ContractState {
