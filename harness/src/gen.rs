@@ -679,6 +679,18 @@ impl Gen {
         }
     }
 
+    /// Puts this generator (of the same machine) in state `s` after `applied` steps, for
+    /// a program of mode `mode`; its program has no steps. `restore` without allocating.
+    fn reset_to(&mut self, mode: Mode, s: &GenState, applied: usize) {
+        self.st.reset_to(&s.st, applied);
+        self.st.config.mode = mode;
+        self.program.config.mode = mode;
+        self.program.steps.clear();
+        self.hot.clone_from(&s.hot);
+        self.flush_owed.clone_from(&s.flush_owed);
+        self.repairing = false;
+    }
+
     /// Ends the program as callers do: commit, then close everything LIFO.
     fn close_all(&mut self, mode: Mode) {
         for c in 0..self.st.cpus.len() {

@@ -8,6 +8,9 @@
 //! as the parent does, which is known. The answers are those of a replay from step 0
 //! (the engine's property tests compare them on thousands of mutants).
 
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
 use super::{Gen, GenState};
 use lazymmu_lang::program::{MachineConfig, Mode, Program, Step};
 
@@ -22,6 +25,50 @@ pub struct Checkpoints {
     every: usize,
     /// None for a program that is not valid (its mutants are replayed from step 0).
     replay: Option<Replay>,
+}
+
+thread_local! {
+    /// The generator of the last resumed replay on this thread: the next one, mostly of
+    /// the same parent, resets it instead of building a machine (a restore is worth
+    /// dozens of steps). Only one: each holds guarded page-table memory (mappings).
+    static SPARE: RefCell<Option<Gen>> = const { RefCell::new(None) };
+}
+
+/// A generator for one replay; one resumed from checkpoints becomes the spare after it.
+pub(super) struct Lent {
+    g: Option<Gen>,
+    spare: bool,
+}
+
+impl Lent {
+    fn new(program: &Program) -> Lent {
+        Lent {
+            g: Some(Gen::new(program.config.clone())),
+            spare: false,
+        }
+    }
+}
+
+impl Deref for Lent {
+    type Target = Gen;
+    fn deref(&self) -> &Gen {
+        self.g.as_ref().expect("lent")
+    }
+}
+
+impl DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut Gen {
+        self.g.as_mut().expect("lent")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if self.spare {
+            // A thread being torn down has no spare any more: the generator just goes.
+            let _ = SPARE.try_with(|s| *s.borrow_mut() = self.g.take());
+        }
+    }
 }
 
 struct Replay {
@@ -129,11 +176,35 @@ impl Checkpoints {
 
     /// A generator for `program`, in the state after some `from <= index` of its steps
     /// (the last checkpoint on the shared prefix, or 0): the caller replays the rest.
-    pub(super) fn resume(&self, program: &Program, index: usize) -> (Gen, usize) {
+    pub(super) fn resume(&self, program: &Program, index: usize) -> (Lent, usize) {
         match self.shared_prefix_upto(program, index) {
-            Some((r, lcp)) => r.restore(program, self.every, lcp),
-            None => (Gen::new(program.config.clone()), 0),
+            Some((r, lcp)) => self.lend(r, program, lcp),
+            None => (Lent::new(program), 0),
         }
+    }
+
+    /// A generator in the state of the last checkpoint at or before `index` (steps our
+    /// program shares with `program`, which runs on our machine), and its step.
+    fn lend(&self, r: &Replay, program: &Program, index: usize) -> (Lent, usize) {
+        let k = (index / self.every).min(r.saved.len() - 1);
+        let from = k * self.every;
+        let spare = SPARE
+            .with(|s| s.borrow_mut().take())
+            .filter(|g| same_machine(&g.program.config, &program.config));
+        let g = match spare {
+            Some(mut g) => {
+                g.reset_to(program.config.mode, &r.saved[k], from);
+                g
+            }
+            None => Gen::restore(&program.config, &r.saved[k], from),
+        };
+        (
+            Lent {
+                g: Some(g),
+                spare: true,
+            },
+            from,
+        )
     }
 }
 
@@ -167,16 +238,6 @@ impl Replay {
             violations,
             closing,
         }
-    }
-
-    /// The generator after the last checkpoint at or before `index` (steps our program
-    /// shares with `program`), and that checkpoint's step.
-    fn restore(&self, program: &Program, every: usize, index: usize) -> (Gen, usize) {
-        let k = (index / every).min(self.saved.len() - 1);
-        (
-            Gen::restore(&program.config, &self.saved[k], k * every),
-            k * every,
-        )
     }
 
     /// The saved state after `i` steps of `len`, if one was saved there.
@@ -215,8 +276,8 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
     let len = program.steps.len();
     let shared = cp.and_then(|c| c.shared_prefix(program).map(|(r, lcp)| (c, r, lcp)));
     let (mut g, from) = match shared {
-        Some((c, r, lcp)) => r.restore(program, c.every, lcp),
-        None => (Gen::new(program.config.clone()), 0),
+        Some((c, r, lcp)) => c.lend(r, program, lcp),
+        None => (Lent::new(program), 0),
     };
     g.repairing = true;
     // The steps before `from` are the parent's, and so are their violations.
@@ -284,7 +345,7 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
     let n = program.steps.len();
     let (mut g, from) = match cp {
         Some(c) => c.resume(program, n),
-        None => (Gen::new(program.config.clone()), 0),
+        None => (Lent::new(program), 0),
     };
     for s in &program.steps[from..n] {
         g.track(s.clone());
