@@ -12,11 +12,11 @@ use std::collections::VecDeque;
 use arbitrary::{Result, Unstructured};
 
 use crate::contract::{ContractSnapshot, ContractState, Frame};
+use lazymmu_lang::program::*;
+use lazymmu_lang::pte::{self, PteClass, PFNS, PTRS_PER_PTE};
 
 mod checkpoints;
 pub use checkpoints::{close_checked, Checkpoints, CHECKPOINT_EVERY};
-use lazymmu_lang::program::*;
-use lazymmu_lang::pte::{self, PteClass, PFNS, PTRS_PER_PTE};
 
 /// Steps drawn from the input, before the closing steps that end open sections.
 pub const MAX_STEPS: usize = 160;
@@ -680,7 +680,7 @@ impl Gen {
     }
 
     /// Puts this generator (of the same machine) in state `s` after `applied` steps, for
-    /// a program of mode `mode`; its program has no steps. `restore` without allocating.
+    /// a program of mode `mode`; its program has no steps. `restore`, reusing the machine.
     fn reset_to(&mut self, mode: Mode, s: &GenState, applied: usize) {
         self.st.reset_to(&s.st, applied);
         self.st.config.mode = mode;
