@@ -200,22 +200,27 @@ impl ContractState {
     /// The state `s` (saved with this `config`) after `applied` steps.
     pub fn restore(config: &MachineConfig, s: &ContractSnapshot, applied: usize) -> Self {
         let mut st = ContractState::new(config);
-        st.cpus.clone_from(&s.cpus);
-        st.attach.clone_from(&s.attach);
-        st.eager.machine.restore(&s.eager);
-        st.applied = applied;
+        st.reset_to(s, applied);
         st
     }
 
     /// Puts this state (of the same machine) in the state `s` after `applied` steps:
     /// `restore` without building a new machine.
     pub fn reset_to(&mut self, s: &ContractSnapshot, applied: usize) {
-        self.cpus.clone_from(&s.cpus);
-        self.attach.clone_from(&s.attach);
-        self.eager.machine.restore(&s.eager);
+        // Every field named, as in `save`.
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: steps,
+            attach,
+        } = self;
+        cpus.clone_from(&s.cpus);
+        attach.clone_from(&s.attach);
+        eager.machine.restore(&s.eager);
         // Only recorded, never read here: dropped so that a reused state does not grow.
-        self.eager.machine.take_events();
-        self.applied = applied;
+        eager.machine.take_events();
+        *steps = applied;
     }
 
     /// Whether the state now is `s`: `self.save() == *s` without building it.

@@ -589,26 +589,40 @@ impl Machine {
     /// Puts the machine in a state saved from a machine of the same config (counters
     /// and events are left as they are).
     pub fn restore(&mut self, s: &MachineState) {
-        for mm in &mut self.mms {
+        // Every field named, as in `save`.
+        let Machine {
+            config: _,
+            mms,
+            cpus,
+            counters: _,
+            ptl,
+            events: _,
+            step_hw: _,
+            step: _,
+            step_cpu: _,
+            lazy_invalidated: _,
+            shadow,
+        } = self;
+        for mm in mms.iter_mut() {
             for t in &mut mm.tables {
                 t.entries.fill(pte::PTE_NONE);
             }
         }
         for &(p, v) in &s.memory {
-            self.mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = v;
+            mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = v;
         }
-        for (mm, &ctx) in self.mms.iter_mut().zip(&s.ctx) {
+        for (mm, &ctx) in mms.iter_mut().zip(&s.ctx) {
             mm.ctx = ctx;
         }
-        self.cpus.clone_from(&s.cpus);
-        self.ptl.clone_from(&s.ptl);
-        for tables in &mut self.shadow {
+        cpus.clone_from(&s.cpus);
+        ptl.clone_from(&s.ptl);
+        for tables in shadow.iter_mut() {
             for slots in tables.iter_mut() {
                 slots.fill(UNPOISONED);
             }
         }
         for &(p, owner) in &s.shadow {
-            self.shadow[p.mm as usize][p.table as usize][p.index as usize] = owner;
+            shadow[p.mm as usize][p.table as usize][p.index as usize] = owner;
         }
     }
 
