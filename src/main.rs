@@ -299,8 +299,10 @@ enum Command {
     /// `bench crashes`: campaign throughput on implementations that crash on about 0.1 %,
     /// 1 % and 10 % of realistic programs, as a ratio of the reference's; the time from
     /// the first crash to its minimized report; a triage of 1,000 crash inputs.
+    /// `bench mutations`: structural mutations/s on realistic corpus programs of about 50,
+    /// 200 and 400 steps (--budget seconds per row, at most 5).
     Bench {
-        /// `engines` or `crashes` (default: the throughput table).
+        /// `engines`, `crashes` or `mutations` (default: the throughput table).
         what: Option<String>,
         #[arg(long, default_value_t = 20_000)]
         programs: usize,
@@ -595,6 +597,7 @@ fn bench(
             libfuzzer,
             (!no_seeds).then(seeds_dir).as_deref(),
         ),
+        Some("mutations") => bench::mutations(budget.min(5.0), seed),
         Some("crashes") => {
             bench::crashes(budget, seed, &seeds_dir(), &crash_minimizer, &|dir, src| {
                 let s = lazymmu_triage::dedup::triage(dir, src)?;
@@ -602,7 +605,7 @@ fn bench(
             })
         }
         Some(other) => Err(format!(
-            "unknown benchmark '{other}' (have: engines, crashes)"
+            "unknown benchmark '{other}' (have: engines, crashes, mutations)"
         )),
     }
 }

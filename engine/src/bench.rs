@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lazymmu_harness::gen;
-use lazymmu_lang::Mode;
+use lazymmu_lang::{Mode, Program};
 use lazymmu_target::Source;
 
 use crate::campaign::{executor, executor_with};
@@ -461,5 +461,132 @@ pub fn crashes(
         t0.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Realistic programs of `len` to `len` + 10 % steps, grown from generated ones by
+/// the engine's own mutations (a splice with itself adds the most): corpus programs, as
+/// the built-in engine mutates them.
+pub fn programs_of_length(len: usize, n: usize, rng: &mut crate::rng::Rng) -> Vec<Program> {
+    let band = len..=len + len / 10;
+    let mut out = vec![];
+    while out.len() < n {
+        let n = 512 + rng.below(1024);
+        let bytes = rng.bytes(n);
+        let mut p = gen::from_bytes(&bytes, Mode::Realistic);
+        // A bounded number of tries: a program that stops growing is dropped.
+        for _ in 0..400 {
+            if band.contains(&p.steps.len()) {
+                break;
+            }
+            if let Some(c) = crate::mutate::mutate(&p, Some(&p), rng) {
+                if c.steps.len() > p.steps.len() && c.steps.len() <= *band.end() {
+                    p = c;
+                }
+            }
+        }
+        if band.contains(&p.steps.len()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// CPU time of this thread, in seconds: what other processes on the machine do does not
+/// count (the mutation figures are compared across runs).
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// `bench mutations`: structural mutations per second on realistic corpus programs of
+/// about 50, 200 and 400 steps, `secs` seconds of CPU time per row: `mutate` as the
+/// libFuzzer custom mutator calls it (no checkpoints), and `mutate_with` as the
+/// built-in engine calls it, with checkpoints kept per corpus program (their cost and
+/// size shown apart), with a splice partner either way.
+pub fn mutations(secs: f64, seed: u64) -> Result<(), String> {
+    use crate::mutate::{mutate, mutate_with};
+    println!("structural mutations on realistic corpus programs, per CPU second, seed {seed}:");
+    for len in [50, 200, 400] {
+        // The corpus from a stream of its own: the runs below take a number of random
+        // draws that depends on their speed.
+        let corpus = programs_of_length(len, 16, &mut crate::rng::Rng::new(seed ^ len as u64));
+        let mut rng = crate::rng::Rng::new(seed);
+        let steps: usize = corpus.iter().map(|p| p.steps.len()).sum();
+        // Identifies the corpus: equal figures before and after a change of the
+        // mutation driver mean the same programs were mutated.
+        let hash = crate::out::program_hash(
+            &corpus
+                .iter()
+                .map(lazymmu_lang::text::to_text)
+                .collect::<String>(),
+        );
+        println!(
+            "  ~{len} steps ({:.1} avg, corpus {hash}):",
+            steps as f64 / corpus.len() as f64
+        );
+        let t = cpu_seconds();
+        let mut built = 0;
+        let mut cps = vec![];
+        while built == 0 || cpu_seconds() - t < secs / 4.0 {
+            cps = corpus
+                .iter()
+                .map(|p| gen::Checkpoints::new(p.clone()))
+                .collect();
+            built += corpus.len();
+        }
+        let build_rate = built as f64 / (cpu_seconds() - t);
+        let bytes = cps.iter().map(|c| c.heap_bytes()).sum::<usize>() / corpus.len();
+        println!(
+            "    checkpoints every {} steps: {build_rate:>8.0} programs/s, {:.1} KiB each",
+            gen::CHECKPOINT_EVERY,
+            bytes as f64 / 1024.0
+        );
+        for kept in [false, true] {
+            let (mut calls, mut children, mut i) = (0u64, 0u64, 0usize);
+            let mut sum = 0u64;
+            let t = cpu_seconds();
+            while cpu_seconds() - t < secs {
+                for _ in 0..16 {
+                    let n = i % corpus.len();
+                    let (parent, other) = (&corpus[n], &corpus[(i * 7 + 3) % corpus.len()]);
+                    i += 1;
+                    calls += 1;
+                    let child = if kept {
+                        mutate_with(
+                            parent,
+                            Some(&cps[n]),
+                            Some(other),
+                            &mut rng,
+                            &crate::dict::Dict::new(),
+                        )
+                    } else {
+                        mutate(parent, Some(other), &mut rng)
+                    };
+                    if let Some(c) = child {
+                        children += 1;
+                        sum += c.steps.len() as u64;
+                    }
+                }
+            }
+            let elapsed = cpu_seconds() - t;
+            println!(
+                "    {:<34} {:>8.0} calls/s, {:>8.0} children/s ({:.0} steps avg)",
+                if kept {
+                    "mutate_with (checkpoints kept):"
+                } else {
+                    "mutate:"
+                },
+                calls as f64 / elapsed,
+                children as f64 / elapsed,
+                sum as f64 / children.max(1) as f64,
+            );
+        }
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! counts.
 
 use lazymmu_harness::contract;
-use lazymmu_harness::gen::{close_open, propose_step};
+use lazymmu_harness::gen::{close_checked, propose_step, propose_step_resumed, Checkpoints};
 use lazymmu_lang::program::{
     InitPte, MmConfig, MmKind, Mode, Op, Program, PteRange, PteRef, Step, MAX_CPUS, MAX_TABLES,
 };
@@ -61,17 +61,28 @@ fn choose(rng: &mut Rng, weights: &[(u32, Mutation)]) -> Mutation {
     weights[0].1
 }
 
+/// One mutation drawn as `mutate` draws them.
+pub fn choose_mutation(rng: &mut Rng) -> Mutation {
+    choose(rng, WEIGHTS)
+}
+
 /// Mutates `parent` 1..=4 times (`other` is a splice partner). Returns a valid program of
 /// the parent's mode; a realistic parent gives a realistic child, or None if none was
 /// found in a few tries.
 pub fn mutate(parent: &Program, other: Option<&Program>, rng: &mut Rng) -> Option<Program> {
-    mutate_with(parent, other, rng, &Dict::new())
+    // Checkpoints pay off over many mutations of one parent: for a single call (the
+    // libFuzzer custom mutator), building them costs more than the replays they save.
+    mutate_with(parent, None, other, rng, &Dict::new())
 }
 
-/// `mutate`, drawing values from `dict` too (an empty one changes nothing, not even the
-/// draws of `rng`).
+/// `mutate`, replaying from `cp`, checkpoints of the parent, if given (the built-in engine
+/// keeps them per corpus program): the same children from the same `rng`, at a cost that
+/// grows with the size of the change rather than with the length of the parent; and
+/// drawing values from `dict` too (an empty one changes nothing, not even the draws of
+/// `rng`).
 pub fn mutate_with(
     parent: &Program,
+    cp: Option<&Checkpoints>,
     other: Option<&Program>,
     rng: &mut Rng,
     dict: &Dict,
@@ -81,9 +92,9 @@ pub fn mutate_with(
         let n = 1 + rng.below(4);
         for _ in 0..n {
             let m = choose(rng, WEIGHTS);
-            apply(&mut p, m, other, rng, dict);
+            apply(&mut p, m, other, rng, cp, dict);
         }
-        if let Some(p) = finish(p) {
+        if let Some(p) = finish(p, cp) {
             if p != *parent {
                 return Some(p);
             }
@@ -93,33 +104,51 @@ pub fn mutate_with(
 }
 
 /// Drops steps the machine cannot run, closes what is open, and checks the contract
-/// for realistic programs.
-pub fn finish(mut p: Program) -> Option<Program> {
+/// for realistic programs; replays from `cp` (checkpoints of the parent) where it can.
+pub fn finish(mut p: Program, cp: Option<&Checkpoints>) -> Option<Program> {
+    // Steps the parent has at the same place from its start or end are valid already.
+    let (head, tail) = cp.and_then(|c| c.unchanged(&p)).unwrap_or((0, 0));
+    let changed = head..p.steps.len() - tail;
     let steps = std::mem::take(&mut p.steps);
     p.steps = steps
         .into_iter()
-        .filter(|s| p.validate_step(s).is_ok())
+        .enumerate()
+        .filter(|(i, s)| !changed.contains(i) || p.validate_step(s).is_ok())
+        .map(|(_, s)| s)
         .collect();
     let config = p.config.clone();
     p.config.init.retain(|i| config.has_pte(i.pte));
-    close_open(&mut p);
-    p.steps.truncate(MAX_STEPS);
+    // close_open, the cut at MAX_STEPS and contract::is_realistic in one resumed replay.
+    let keeps_contract = close_checked(cp, &mut p, MAX_STEPS);
     if p.config.validate().is_err() {
         return None;
     }
-    if p.config.mode == Mode::Realistic && !contract::is_realistic(&p) {
+    if p.config.mode == Mode::Realistic && !keeps_contract {
         return None;
     }
     Some(p)
 }
 
-/// Applies one mutation in place (the result may need `finish`).
-pub fn apply(p: &mut Program, m: Mutation, other: Option<&Program>, rng: &mut Rng, dict: &Dict) {
+/// Applies one mutation in place (the result may need `finish`); an insertion replays
+/// from `cp` (checkpoints of the parent) where it can.
+pub fn apply(
+    p: &mut Program,
+    m: Mutation,
+    other: Option<&Program>,
+    rng: &mut Rng,
+    cp: Option<&Checkpoints>,
+    dict: &Dict,
+) {
     let len = p.steps.len();
     match m {
         Mutation::Insert => {
             let at = rng.below(len + 1);
-            if let Some(s) = propose_step(p, at, &rng.bytes(48)) {
+            let bytes = rng.bytes(48);
+            let proposed = match cp {
+                Some(cp) => propose_step_resumed(cp, p, at, &bytes),
+                None => propose_step(p, at, &bytes),
+            };
+            if let Some(s) = proposed {
                 if len < MAX_STEPS {
                     p.steps.insert(at, s);
                 }

@@ -179,7 +179,7 @@ fn learnt_values_reach_realistic_programs_which_stay_realistic() {
     let (mut whole, mut as_pfn) = (false, false);
     for p in programs(5, 300, Mode::Realistic) {
         for _ in 0..20 {
-            let Some(child) = mutate_with(&p, None, &mut rng, &dict) else {
+            let Some(child) = mutate_with(&p, None, None, &mut rng, &dict) else {
                 continue;
             };
             assert!(contract::is_realistic(&child), "{}", to_text(&child));

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use lazymmu_lang::program::*;
 use lazymmu_lang::pte::{self, PteClass, PTRS_PER_PTE};
 use lazymmu_model::exec::Stepper;
-use lazymmu_model::machine::{HwEvent, LazyState};
+use lazymmu_model::machine::{HwEvent, LazyState, MachineState};
 use lazymmu_oracle::Eager;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl std::fmt::Display for Violation {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
     pub online: bool,
     pub frames: Vec<Frame>,
@@ -122,6 +122,32 @@ impl CpuState {
         } else {
             None
         }
+    }
+}
+
+/// A `ContractState` saved between steps, to resume from later (`ContractState::restore`)
+/// or to compare: two states that are equal decide every later step alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractSnapshot {
+    cpus: Vec<CpuState>,
+    attach: Vec<u8>,
+    teardown: Vec<bool>,
+    owed: BTreeMap<PteRef, Vec<(u64, u8)>>,
+    eager: MachineState,
+}
+
+impl ContractSnapshot {
+    /// Bytes this snapshot takes on the heap, roughly.
+    pub fn heap_bytes(&self) -> usize {
+        self.eager.heap_bytes()
+            + self.attach.len()
+            + self.teardown.len()
+            + self.owed.values().map(|v| 48 + v.len() * 16).sum::<usize>()
+            + self
+                .cpus
+                .iter()
+                .map(|c| std::mem::size_of::<CpuState>() + c.frames.len() * 4)
+                .sum::<usize>()
     }
 }
 
@@ -206,6 +232,75 @@ impl ContractState {
     /// frames say.
     pub fn machine(&self) -> &lazymmu_model::machine::Machine {
         &self.eager.machine
+    }
+
+    /// The state now (between steps), for `restore`.
+    pub fn save(&self) -> ContractSnapshot {
+        // Every field named: one added later must be saved here too (or be the config).
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: _,
+            attach,
+            teardown,
+            owed,
+        } = self;
+        ContractSnapshot {
+            cpus: cpus.clone(),
+            attach: attach.clone(),
+            teardown: teardown.clone(),
+            owed: owed.clone(),
+            eager: eager.machine.save(),
+        }
+    }
+
+    /// The state `s` (saved with this `config`) after `applied` steps.
+    pub fn restore(config: &MachineConfig, s: &ContractSnapshot, applied: usize) -> Self {
+        let mut st = ContractState::new(config);
+        st.reset_to(s, applied);
+        st
+    }
+
+    /// Puts this state (of the same machine) in the state `s` after `applied` steps:
+    /// `restore` without building a new machine.
+    pub fn reset_to(&mut self, s: &ContractSnapshot, applied: usize) {
+        // Every field named, as in `save`.
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: steps,
+            attach,
+            teardown,
+            owed,
+        } = self;
+        cpus.clone_from(&s.cpus);
+        attach.clone_from(&s.attach);
+        teardown.clone_from(&s.teardown);
+        owed.clone_from(&s.owed);
+        eager.machine.restore(&s.eager);
+        // Only recorded, never read here: dropped so that a reused state does not grow.
+        eager.machine.take_events();
+        *steps = applied;
+    }
+
+    /// Whether the state now is `s`: `self.save() == *s` without building it.
+    pub fn matches(&self, s: &ContractSnapshot) -> bool {
+        let ContractState {
+            config: _,
+            cpus,
+            eager,
+            applied: _,
+            attach,
+            teardown,
+            owed,
+        } = self;
+        *cpus == s.cpus
+            && *attach == s.attach
+            && *teardown == s.teardown
+            && *owed == s.owed
+            && eager.machine.matches(&s.eager)
     }
 
     /// The eager value of `p` now.

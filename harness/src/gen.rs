@@ -11,9 +11,12 @@ use std::collections::VecDeque;
 
 use arbitrary::{Result, Unstructured};
 
-use crate::contract::{ContractState, Frame};
+use crate::contract::{ContractSnapshot, ContractState, Frame};
 use lazymmu_lang::program::*;
 use lazymmu_lang::pte::{self, PteClass, PFNS, PTRS_PER_PTE};
+
+mod checkpoints;
+pub use checkpoints::{close_checked, Checkpoints, CHECKPOINT_EVERY};
 
 /// Steps drawn from the input, before the closing steps that end open sections.
 pub const MAX_STEPS: usize = 160;
@@ -200,6 +203,24 @@ enum Kind {
     IrqExit,
     IsActive,
     Offline,
+}
+
+/// What `Gen::track` builds up, saved between steps. Two programs whose generators are in
+/// equal states, `hot` aside, close alike and keep the contract alike from there on:
+/// `hot` only aims the steps the generator proposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GenState {
+    st: ContractSnapshot,
+    flush_owed: Vec<Option<PteRange>>,
+    hot: VecDeque<PteRef>,
+}
+
+impl GenState {
+    fn heap_bytes(&self) -> usize {
+        self.st.heap_bytes()
+            + self.flush_owed.len() * std::mem::size_of::<Option<PteRange>>()
+            + self.hot.len() * std::mem::size_of::<PteRef>()
+    }
 }
 
 fn pick<T: Copy>(u: &mut Unstructured<'_>, choices: &[(u32, T)]) -> Result<Option<T>> {
@@ -679,6 +700,66 @@ impl Gen {
         Ok(self.program.steps.len() > before)
     }
 
+    /// The step `propose_step` proposes from this state.
+    fn propose(&mut self, program: &Program, bytes: &[u8]) -> Option<Step> {
+        let mut u = Unstructured::new(bytes);
+        let cpu = u.int_in_range(0..=program.config.cpus - 1).ok()?;
+        let op = if program.config.mode == Mode::Adversarial && u.ratio(1, 4).ok()? {
+            random_op(&mut u, &program.config).ok()?
+        } else {
+            self.realistic_op(&mut u, cpu).ok()??
+        };
+        let step = Step { cpu, op };
+        program.validate_step(&step).ok().map(|_| step)
+    }
+
+    /// The state `track` has built (the steps themselves are not kept).
+    fn save(&self) -> GenState {
+        // Every field named: one added later must be saved too, or be the output.
+        let Gen {
+            st,
+            program: _,
+            hot,
+            flush_owed,
+            repairing: _,
+        } = self;
+        GenState {
+            st: st.save(),
+            flush_owed: flush_owed.clone(),
+            hot: hot.clone(),
+        }
+    }
+
+    /// Whether this generator closes and keeps the contract from here on as one in state
+    /// `s` does (`hot` aside, see `GenState`).
+    fn closes_like(&self, s: &GenState) -> bool {
+        self.flush_owed == s.flush_owed && self.st.matches(&s.st)
+    }
+
+    /// A generator in state `s` (saved with this machine config, mode aside) after
+    /// `applied` steps; its program has no steps yet.
+    fn restore(config: &MachineConfig, s: &GenState, applied: usize) -> Gen {
+        Gen {
+            st: ContractState::restore(config, &s.st, applied),
+            program: Program::new(config.clone(), vec![]),
+            hot: s.hot.clone(),
+            flush_owed: s.flush_owed.clone(),
+            repairing: false,
+        }
+    }
+
+    /// Puts this generator (of the same machine) in state `s` after `applied` steps, for
+    /// a program of mode `mode`; its program has no steps. `restore`, reusing the machine.
+    fn reset_to(&mut self, mode: Mode, s: &GenState, applied: usize) {
+        self.st.reset_to(&s.st, applied);
+        self.st.config.mode = mode;
+        self.program.config.mode = mode;
+        self.program.steps.clear();
+        self.hot.clone_from(&s.hot);
+        self.flush_owed.clone_from(&s.flush_owed);
+        self.repairing = false;
+    }
+
     /// Ends the program as callers do: commit, close everything LIFO, and end each mm's
     /// teardown with its flush.
     fn close_all(&mut self, mode: Mode) {
@@ -744,15 +825,25 @@ pub fn propose_step(program: &Program, index: usize, bytes: &[u8]) -> Option<Ste
             g.track(s.clone());
         }
     }
-    let mut u = Unstructured::new(bytes);
-    let cpu = u.int_in_range(0..=program.config.cpus - 1).ok()?;
-    let op = if program.config.mode == Mode::Adversarial && u.ratio(1, 4).ok()? {
-        random_op(&mut u, &program.config).ok()?
-    } else {
-        g.realistic_op(&mut u, cpu).ok()??
-    };
-    let step = Step { cpu, op };
-    program.validate_step(&step).ok().map(|_| step)
+    g.propose(program, bytes)
+}
+
+/// `propose_step`, with the generator resumed from the last checkpoint of `cp` on the
+/// steps `program` shares with `cp`'s program instead of replayed from step 0.
+pub fn propose_step_resumed(
+    cp: &Checkpoints,
+    program: &Program,
+    index: usize,
+    bytes: &[u8],
+) -> Option<Step> {
+    let index = index.min(program.steps.len());
+    let (mut g, from) = cp.resume(program, index);
+    for s in &program.steps[from..index] {
+        if program.validate_step(s).is_ok() {
+            g.track(s.clone());
+        }
+    }
+    g.propose(program, bytes)
 }
 
 /// Appends what callers do at the end: commit open transactions, close every open

@@ -59,6 +59,7 @@ impl LazyState {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cpu {
     pub online: bool,
     /// TLB entries, keyed by the PTE they were formed from, holding the value used.
@@ -300,6 +301,42 @@ pub struct Machine {
 /// Shadow value of a slot nobody poisoned.
 const UNPOISONED: u8 = 0xff;
 
+/// Entries of a table that are not `PTE_NONE` (the comparison vectorizes).
+fn used(entries: &[u64; PTRS_PER_PTE]) -> usize {
+    entries.iter().filter(|&&v| v != pte::PTE_NONE).count()
+}
+
+/// What decides how a machine goes on from here, without its guarded memory: saved
+/// between steps to resume a run later (`Machine::restore`), and compared to tell two
+/// runs that will behave alike from here on. Sparse, since most entries are empty: the
+/// engine keeps many of these per corpus program. The counters and events are not in it:
+/// they only record what happened and never decide anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineState {
+    /// The entries that are not `PTE_NONE`, in (mm, table, index) order.
+    memory: Vec<(PteRef, u64)>,
+    ctx: Vec<MmContext>,
+    cpus: Vec<Cpu>,
+    ptl: BTreeMap<(u8, u8), u8>,
+    /// Poisoned shadow slots, in (mm, table, index) order.
+    shadow: Vec<(PteRef, u8)>,
+}
+
+impl MachineState {
+    /// Bytes this state takes on the heap, roughly (the engine's cache budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.memory.len() * std::mem::size_of::<(PteRef, u64)>()
+            + self.ctx.len() * std::mem::size_of::<MmContext>()
+            + self
+                .cpus
+                .iter()
+                .map(|c| std::mem::size_of::<Cpu>() + c.tlb.len() * 32)
+                .sum::<usize>()
+            + self.ptl.len() * 16
+            + self.shadow.len() * std::mem::size_of::<(PteRef, u8)>()
+    }
+}
+
 impl Machine {
     /// Builds the machine a program starts on. The config must have been validated.
     pub fn new(config: &MachineConfig) -> Machine {
@@ -416,6 +453,176 @@ impl Machine {
                 .collect(),
             mms: self.mms.iter().map(|m| m.ctx).collect(),
             counters: self.counters,
+        }
+    }
+
+    /// The machine's state between two steps (see `MachineState`).
+    pub fn save(&self) -> MachineState {
+        // Every field named: one added later must be placed here or in the list of
+        // fields that only record.
+        let Machine {
+            config: _,
+            mms,
+            cpus,
+            counters: _,
+            ptl,
+            events: _,
+            step_hw,
+            step: _,
+            step_cpu: _,
+            lazy_invalidated,
+            shadow,
+        } = self;
+        debug_assert!(
+            step_hw.is_empty() && lazy_invalidated.is_empty(),
+            "mid-step"
+        );
+        let tables = || mms.iter().flat_map(|mm| &mm.tables);
+        let mut memory = Vec::with_capacity(tables().map(|t| used(&t.entries)).sum());
+        let mut poisoned = vec![];
+        for (m, mm) in mms.iter().enumerate() {
+            for (t, table) in mm.tables.iter().enumerate() {
+                // Most of a table is empty: skip it eight entries at a time.
+                for (k, chunk) in table.entries.chunks_exact(8).enumerate() {
+                    if chunk.iter().all(|&v| v == pte::PTE_NONE) {
+                        continue;
+                    }
+                    for (i, &v) in chunk.iter().enumerate() {
+                        if v != pte::PTE_NONE {
+                            memory.push((PteRef::new(m as u8, t as u8, (k * 8 + i) as u16), v));
+                        }
+                    }
+                }
+            }
+        }
+        for (m, tables) in shadow.iter().enumerate() {
+            for (t, slots) in tables.iter().enumerate() {
+                // Only the C target's KASAN hooks poison: mostly nothing to see.
+                if slots.iter().all(|&o| o == UNPOISONED) {
+                    continue;
+                }
+                for (i, &owner) in slots.iter().enumerate() {
+                    if owner != UNPOISONED {
+                        poisoned.push((PteRef::new(m as u8, t as u8, i as u16), owner));
+                    }
+                }
+            }
+        }
+        MachineState {
+            memory,
+            ctx: mms.iter().map(|m| m.ctx).collect(),
+            cpus: cpus.clone(),
+            ptl: ptl.clone(),
+            shadow: poisoned,
+        }
+    }
+
+    /// Whether the machine is in state `s` (saved from a machine of the same config):
+    /// `self.save() == *s`, without building the state, and soon false when it is.
+    pub fn matches(&self, s: &MachineState) -> bool {
+        let Machine {
+            config: _,
+            mms,
+            cpus,
+            counters: _,
+            ptl,
+            events: _,
+            step_hw: _,
+            step: _,
+            step_cpu: _,
+            lazy_invalidated: _,
+            shadow,
+        } = self;
+        if mms.len() != s.ctx.len()
+            || mms.iter().zip(&s.ctx).any(|(m, c)| m.ctx != *c)
+            || *cpus != s.cpus
+            || *ptl != s.ptl
+        {
+            return false;
+        }
+        // Per table: the saved entries have their values, and no other is used.
+        let mut memory = &s.memory[..];
+        for (m, mm) in mms.iter().enumerate() {
+            for (t, table) in mm.tables.iter().enumerate() {
+                let n = memory
+                    .iter()
+                    .take_while(|(p, _)| (p.mm, p.table) == (m as u8, t as u8))
+                    .count();
+                let (here, rest) = memory.split_at(n);
+                memory = rest;
+                let used = table
+                    .entries
+                    .iter()
+                    .filter(|&&v| v != pte::PTE_NONE)
+                    .count();
+                if used != n
+                    || here
+                        .iter()
+                        .any(|&(p, v)| table.entries[p.index as usize] != v)
+                {
+                    return false;
+                }
+            }
+        }
+        if !memory.is_empty() {
+            return false;
+        }
+        let mut poisoned = s.shadow.iter();
+        for (m, tables) in shadow.iter().enumerate() {
+            for (t, slots) in tables.iter().enumerate() {
+                if slots.iter().all(|&o| o == UNPOISONED) {
+                    continue;
+                }
+                for (i, &owner) in slots.iter().enumerate() {
+                    if owner != UNPOISONED
+                        && poisoned.next()
+                            != Some(&(PteRef::new(m as u8, t as u8, i as u16), owner))
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        poisoned.next().is_none()
+    }
+
+    /// Puts the machine in a state saved from a machine of the same config (counters
+    /// and events are left as they are).
+    pub fn restore(&mut self, s: &MachineState) {
+        // Every field named, as in `save`.
+        let Machine {
+            config: _,
+            mms,
+            cpus,
+            counters: _,
+            ptl,
+            events: _,
+            step_hw: _,
+            step: _,
+            step_cpu: _,
+            lazy_invalidated: _,
+            shadow,
+        } = self;
+        for mm in mms.iter_mut() {
+            for t in &mut mm.tables {
+                t.entries.fill(pte::PTE_NONE);
+            }
+        }
+        for &(p, v) in &s.memory {
+            mms[p.mm as usize].tables[p.table as usize].entries[p.index as usize] = v;
+        }
+        for (mm, &ctx) in mms.iter_mut().zip(&s.ctx) {
+            mm.ctx = ctx;
+        }
+        cpus.clone_from(&s.cpus);
+        ptl.clone_from(&s.ptl);
+        for tables in shadow.iter_mut() {
+            for slots in tables.iter_mut() {
+                slots.fill(UNPOISONED);
+            }
+        }
+        for &(p, owner) in &s.shadow {
+            shadow[p.mm as usize][p.table as usize][p.index as usize] = owner;
         }
     }
 
@@ -941,6 +1148,42 @@ mod tests {
         assert_eq!(m.table_bases(), bases);
         assert_eq!(m.pte(PteRef::new(0, 1, 9)), PTE_NONE);
         assert_eq!(m.pte(PteRef::new(0, 0, 5)), 0x1a03d);
+    }
+
+    #[test]
+    fn a_saved_state_restores_on_a_fresh_machine() {
+        let mut m = machine(2, 0b01);
+        let p = PteRef::new(0, 1, 7);
+        m.store(p, 0x2b03d);
+        m.store(PteRef::new(0, 0, 5), PTE_NONE);
+        m.access(0, p, false);
+        m.lock_ptl(1, 0, 1);
+        m.switch_attach(1, Some(0));
+        m.mms[0].ctx.flush_mm = true;
+        m.end_step();
+        let s = m.save();
+        let mut fresh = machine(2, 0b01);
+        assert_ne!(fresh.save(), s);
+        assert!(!fresh.matches(&s));
+        fresh.restore(&s);
+        assert_eq!(fresh.save(), s);
+        assert!(fresh.matches(&s) && m.matches(&s));
+        // One entry more, one less, one other value: another state.
+        for (p, v) in [(PteRef::new(0, 1, 8), 0x1a03d), (p, PTE_NONE), (p, 0x2b03f)] {
+            let old = fresh.pte(p);
+            fresh.mms[0].tables[1].entries[p.index as usize] = v;
+            assert!(!fresh.matches(&s), "{p} {v:#x}");
+            fresh.mms[0].tables[1].entries[p.index as usize] = old;
+        }
+        assert!(fresh.matches(&s));
+        let (a, b) = (m.snapshot(), fresh.snapshot());
+        assert_eq!((a.memory, a.tlbs, a.mms), (b.memory, b.tlbs, b.mms));
+        assert_eq!(fresh.ptl, m.ptl);
+        // A state is restored whole: what the fresh machine had is gone.
+        let mut other = machine(2, 0b01);
+        other.store(PteRef::new(0, 0, 9), 0x3c03d);
+        other.restore(&s);
+        assert_eq!(other.save(), s);
     }
 
     #[test]
