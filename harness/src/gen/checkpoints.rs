@@ -283,7 +283,8 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
     g.repairing = true;
     // The steps before `from` are the parent's, and so are their violations.
     if let (true, Some((_, r, _))) = (check, shared) {
-        if r.violations.first().is_some_and(|&v| v < from) {
+        // (Steps past the cut do not count: they are dropped.)
+        if r.violations.first().is_some_and(|&v| v < from.min(max_steps)) {
             return false;
         }
     }
@@ -309,7 +310,7 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
             break;
         }
         let s = &program.steps[i];
-        if check && g.st.check(s).is_err() {
+        if check && i < max_steps && g.st.check(s).is_err() {
             return false;
         }
         g.track(s.clone());
@@ -318,7 +319,12 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
     let (tail, end_ok) = match converged {
         Some((r, pi)) => {
             // The parent's steps from `pi` on are ours from `i` on, from an equal state.
-            if check && r.violations.last().is_some_and(|&v| v >= pi) {
+            if check
+                && r
+                    .violations
+                    .iter()
+                    .any(|&v| v >= pi && i + (v - pi) < max_steps)
+            {
                 return false;
             }
             let (tail, ok) = &r.closing[mode_index(mode)];
