@@ -507,6 +507,15 @@ impl Gen {
             .filter(|i| i.pte.mm == mm && i.pte.table == table)
             .map(|i| i.pte.index)
             .collect();
+        // A whole PMD, as zap and mprotect of a large mapping pass it.
+        if u.ratio(1, 8)? {
+            return Ok(PteRange {
+                mm,
+                table,
+                start: 0,
+                end: PTRS_PER_PTE as u16,
+            });
+        }
         let start = match u.choose(&populated) {
             Ok(&i) if u.ratio(2, 3)? => i.saturating_sub(u.int_in_range(0..=3)?),
             _ => u.int_in_range(0..=255)?,
@@ -578,6 +587,14 @@ impl Gen {
             .filter(|&i| self.st.value(PteRef::new(region.mm, region.table, i)) != pte::PTE_NONE)
             .collect();
         let index = match u.choose(&populated) {
+            // The region's first and last entries: where bounds go wrong.
+            _ if u.ratio(1, 10)? => {
+                if u.arbitrary()? {
+                    region.start
+                } else {
+                    end - 1
+                }
+            }
             Ok(&i) if u.ratio(2, 3)? => i,
             _ => u.int_in_range(region.start..=end - 1)?,
         };

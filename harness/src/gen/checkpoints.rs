@@ -284,7 +284,10 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
     // The steps before `from` are the parent's, and so are their violations.
     if let (true, Some((_, r, _))) = (check, shared) {
         // (Steps past the cut do not count: they are dropped.)
-        if r.violations.first().is_some_and(|&v| v < from.min(max_steps)) {
+        if r.violations
+            .first()
+            .is_some_and(|&v| v < from.min(max_steps))
+        {
             return false;
         }
     }
@@ -320,8 +323,7 @@ pub fn close_checked(cp: Option<&Checkpoints>, program: &mut Program, max_steps:
         Some((r, pi)) => {
             // The parent's steps from `pi` on are ours from `i` on, from an equal state.
             if check
-                && r
-                    .violations
+                && r.violations
                     .iter()
                     .any(|&v| v >= pi && i + (v - pi) < max_steps)
             {
