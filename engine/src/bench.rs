@@ -291,7 +291,8 @@ fn libfuzzer_kill(
         .nth(1)
         .and_then(|r| r.split('s').next())
         .and_then(|x| x.parse::<f64>().ok());
-    Ok(t.map(|t| (t, 0)))
+    // libFuzzer checks its time limit between runs: a kill after the budget is a miss.
+    Ok(t.filter(|&t| t <= budget.as_secs_f64()).map(|t| (t, 0)))
 }
 
 /// A crasher: the reference with a NULL store in its routing lookup (`range_of`, which
