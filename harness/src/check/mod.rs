@@ -314,20 +314,28 @@ pub fn check<'a>(
             // CPU's own range. A PTE stays contested from an update that bypassed the
             // section claiming it (another CPU's, an unrouted one) while any section
             // still claims it: what memory holds then is the callers' race.
+            // A range stays recorded while a broken pause count keeps its section
+            // inactive: the batch may still hold the PTE then.
             let routed = !matches!(step.op, Op::PtepClearFlush { .. });
-            let claims =
+            let active =
                 |c: usize, p: PteRef| st.cpus[c].active_range().is_some_and(|r| r.contains(p));
+            let recorded = |c: usize, p: PteRef| st.cpus[c].range.is_some_and(|r| r.contains(p));
             for p in step.op.written_ptes() {
-                let mine = claims(cx.cpu, p);
-                let others = (0..ncpus).any(|d| d != cx.cpu && claims(d, p));
-                if others || (mine && !routed) {
+                let mine = active(cx.cpu, p);
+                let others = (0..ncpus).any(|d| d != cx.cpu && recorded(d, p));
+                let bypassed = recorded(cx.cpu, p) && !(mine && routed);
+                if others || bypassed {
                     contested.insert(p);
-                } else if !mine {
+                } else if !recorded(cx.cpu, p) {
                     contested.remove(&p);
                 }
                 ck.handed
                     .insert(p, routed && mine && !contested.contains(&p));
             }
+        }
+        if step.op == Op::IrqEnter && !in_irq {
+            // An outermost interrupt starts afresh (after a CPU came back, say).
+            dirty.irq[cx.cpu].clear();
         }
         st.apply(step);
         if tr.ret != Ret::CpuOffline {
