@@ -628,13 +628,7 @@ impl ContractState {
             return;
         }
         // A value stored again may be cached again: its old obligations lapse.
-        let n = match step.op {
-            Op::SetPtes { n, .. } => n,
-            _ => 1,
-        };
-        let first = step.op.pte().expect("a PTE update names its PTE");
-        for k in 0..n {
-            let p = first.offset(k);
+        for p in step.op.written_ptes() {
             if let Some(v) = self.owed.get_mut(&p) {
                 let now = self.eager.machine.pte(p);
                 v.retain(|&(x, _)| x != now);

@@ -295,7 +295,7 @@ impl Gen {
                 }
             }
         }
-        for p in step.op.written_ptes().into_iter().chain(step.op.pte()) {
+        for p in step.op.written_ptes().chain(step.op.pte()) {
             if self.hot.len() >= 16 {
                 self.hot.pop_front();
             }

@@ -352,26 +352,22 @@ impl Op {
         }
     }
 
-    /// Every PTE the op may write (eagerly), in order.
-    pub fn written_ptes(&self) -> Vec<PteRef> {
-        match *self {
-            Op::SetPtes { pte, n, .. } => (0..n).map(|i| pte.offset(i)).collect(),
-            Op::PtepGet { .. } | Op::PtepGetLockless { .. } | Op::Access { .. } => vec![],
-            _ => self.pte().into_iter().collect(),
-        }
+    /// Every PTE the op may write (eagerly), in order, without allocating (the checkers
+    /// ask at every step).
+    pub fn written_ptes(&self) -> impl Iterator<Item = PteRef> {
+        let (first, n) = match *self {
+            Op::SetPtes { pte, n, .. } => (Some(pte), n),
+            Op::PtepGet { .. } | Op::PtepGetLockless { .. } | Op::Access { .. } => (None, 0),
+            _ => (self.pte(), 1),
+        };
+        first
+            .into_iter()
+            .flat_map(move |p| (0..n).map(move |k| p.offset(k)))
     }
 
-    /// Whether the op (eagerly) writes `p`: `written_ptes` without allocating.
+    /// Whether the op (eagerly) writes `p`.
     pub fn writes(&self, p: PteRef) -> bool {
-        match *self {
-            Op::SetPtes { pte, n, .. } => {
-                p.mm == pte.mm
-                    && p.table == pte.table
-                    && (pte.index..pte.index.saturating_add(n)).contains(&p.index)
-            }
-            Op::PtepGet { .. } | Op::PtepGetLockless { .. } | Op::Access { .. } => false,
-            _ => self.pte() == Some(p),
-        }
+        self.written_ptes().any(|q| q == p)
     }
 
     /// Whether the op changes page-table values (eagerly).

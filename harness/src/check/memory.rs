@@ -57,15 +57,9 @@ impl Checker<'_> {
         let c = &self.program.config;
         c.init.iter().any(|i| i.pte == p && i.value == value)
             || self.program.steps.iter().any(|s| match s.op {
-                Op::SetPte { pte, value: v } | Op::ModifyProtCommit { pte, value: v } => {
-                    pte == p && v == value
-                }
-                Op::SetPtes { pte, value: v, n } => {
-                    v == value
-                        && p.mm == pte.mm
-                        && p.table == pte.table
-                        && (pte.index..pte.index + n).contains(&p.index)
-                }
+                Op::SetPte { value: v, .. }
+                | Op::ModifyProtCommit { value: v, .. }
+                | Op::SetPtes { value: v, .. } => v == value && s.op.writes(p),
                 _ => false,
             })
     }
@@ -161,12 +155,7 @@ impl Dirty {
 
     /// Records what `step` wrote; `in_irq` is the step's context.
     pub(super) fn add(&mut self, c: usize, op: &Op, in_irq: bool) {
-        let written: &mut dyn Iterator<Item = PteRef> = match *op {
-            Op::SetPtes { pte, n, .. } => &mut (0..n).map(move |k| pte.offset(k)),
-            ref op if op.is_pte_update() => &mut op.pte().into_iter(),
-            _ => return,
-        };
-        for p in written {
+        for p in op.written_ptes() {
             self.task[c].insert(p);
             if in_irq {
                 self.irq[c].insert(p);
